@@ -1,0 +1,1 @@
+"""One interface to the host, two backends: ``xl`` (real Xen) and the simulator."""

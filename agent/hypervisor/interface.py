@@ -1,0 +1,44 @@
+"""The Hypervisor interface: every host query and action the agent needs.
+
+The ``xl`` backend and the simulator implement it; the agent cannot tell them
+apart. No method exists only for the simulator's sake.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from agent.hypervisor.model import CpuSet, DomainInfo, Topology, VcpuInfo
+
+
+class HypervisorError(Exception):
+    """A host query or action failed (after any retries its backend makes)."""
+
+
+class NoSuchDomain(HypervisorError):
+    """The domain (or vCPU) does not exist (any more)."""
+
+
+class Hypervisor(Protocol):
+    async def topology(self) -> Topology:
+        """Nodes, their pCPUs, memory (free memory is current) and distances."""
+        ...
+
+    async def domains(self) -> list[DomainInfo]:
+        """Every domain, dom0 included, ordered by domid."""
+        ...
+
+    async def vcpus(self, domid: int | None = None) -> list[VcpuInfo]:
+        """vCPUs of one domain, or of every domain."""
+        ...
+
+    async def memory_per_node(self, domid: int) -> tuple[int, ...]:
+        """KiB of the domain's memory on each node (index = node id). Costly on
+        real Xen (debug key ``u``): callers rate-limit it."""
+        ...
+
+    async def set_vcpu_affinity(
+        self, domid: int, vcpu: int, hard: CpuSet | None, soft: CpuSet | None
+    ) -> None:
+        """Set hard and/or soft affinity; None keeps that mask (``xl vcpu-pin`` '-')."""
+        ...
