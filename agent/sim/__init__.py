@@ -1,0 +1,1 @@
+"""A simulated Xen host: NUMA topology, credit1/credit2 models, workloads, xenstore."""
