@@ -96,10 +96,11 @@ def test_join_and_split() -> None:
         (b"/a//b", False, "must not contain //"),
         (b"/a b", False, "characters outside"),
         (b"/a.b", False, "characters outside"),
-        (b"/" + b"a" * 3071, False, None),
-        (b"/" + b"a" * 3072, False, "longer than 3072"),
+        (b"/" + b"a" * 2047, False, None),
+        (b"/" + b"a" * 2048, False, "longer than 2048"),
         # The /local/domain/<id>/ prefix does not count against the bound.
-        (b"/local/domain/12345/" + b"a" * 3072, False, None),
+        (b"/local/domain/12345/" + b"a" * 2048, False, None),
+        (b"/local/domain/12345/" + b"a" * 2049, False, "longer than 2048"),
     ],
 )
 def test_path_error(path: bytes, special: bool, why: str | None) -> None:

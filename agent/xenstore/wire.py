@@ -220,14 +220,16 @@ _VALID_CHARS = re.compile(rb"[A-Za-z0-9\-/_@]*")
 _LOCAL_DOMAIN = re.compile(rb"/local/domain/(\d{1,5})/")
 
 
-def path_error(path: bytes, *, allow_special: bool = False) -> str | None:
+def path_error(
+    path: bytes, *, allow_special: bool = False, max_len: int = REL_PATH_MAX
+) -> str | None:
     """Why ``path`` is not a valid node name, or None if it is.
 
     Mirrors ``is_valid_nodename`` in xenstored_core.c: an absolute path (or a
     special ``@`` path where allowed) of ``[A-Za-z0-9-/_@]``, no trailing or
-    double slash. The length bound does not count the ``/local/domain/<id>/``
-    prefix, as in the C daemon. Relative paths must be made absolute first
-    (see ``canonical_path``).
+    double slash. The length bound (the C daemon's path-length quota, 2048 by
+    default) does not count a ``/local/domain/<id>/`` prefix. Relative paths
+    must be made absolute first (see ``canonical_path``).
     """
     if not (path.startswith(b"/") or (allow_special and path.startswith(b"@"))):
         return "must start with /" + (" or @" if allow_special else "")
@@ -237,8 +239,8 @@ def path_error(path: bytes, *, allow_special: bool = False) -> str | None:
         return "must not contain //"
     local = _LOCAL_DOMAIN.match(path)
     length = len(path) - (local.end() if local else 0)
-    if length > ABS_PATH_MAX:
-        return f"longer than {ABS_PATH_MAX} bytes"
+    if length > max_len:
+        return f"longer than {max_len} bytes"
     if not _VALID_CHARS.fullmatch(path):
         return "contains characters outside [A-Za-z0-9-/_@]"
     return None
