@@ -281,6 +281,7 @@ class _Parser:
         self.source = source
         self.errors: list[str] = []
         self.node_cpus: list[CpuSet] = []
+        self.bad_pools: set[str] = set()  # declared but invalid: reported once, not per domain
 
     def err(self, table: str, key: str | None, message: str) -> None:
         where = (table if table.startswith("[[") else f"[{table}]") if table else "top level"
@@ -552,12 +553,10 @@ class _Parser:
             self.err("", "host", "missing (expected a [host] table with [[host.nodes]])")
         else:
             host_table = self.table("", "host", host_raw)
-            if host_table is not None and scheduler is not None and seed is not None:
-                parsed = self.host(host_table, scheduler, seed)
-                if parsed is not None:
-                    host, pool_cpus = parsed
-        if host is None:
-            return None  # without a topology nothing else can be checked
+            if host_table is not None:  # a bad scheduler or seed is reported already
+                host, pool_cpus = self.host(host_table, scheduler or default_scheduler, seed or 0)
+        if not self.node_cpus:
+            return None  # without nodes and pCPUs nothing else can be checked
 
         domains: list[DomainSpec] = []
         paused: set[str] = set()
@@ -617,7 +616,8 @@ class _Parser:
                 if event.at_ns >= round(duration_s * NS_PER_S):
                     self.err(where, "at_s", f"{event.at_s:g} is not before the end of the run "
                              f"(duration_s = {duration_s:g})")
-        if duration_s is None or name is None or description is None or first_phase is None:
+        if (duration_s is None or name is None or description is None or first_phase is None
+                or host is None):
             return None
         if self.errors:
             return None  # replaying a broken timeline would only repeat the errors above
@@ -651,7 +651,8 @@ class _Parser:
 
     def host(
         self, table: dict[str, Any], scheduler: SchedulerName, seed: int
-    ) -> tuple[HostSpec, dict[str, CpuSet]] | None:
+    ) -> tuple[HostSpec | None, dict[str, CpuSet]]:
+        """The host, or None after an error; and the pCPUs of each pool that is valid."""
         self.check_keys("host", table, HOST_KEYS)
         threads = self.optional("host", table, "threads_per_core",
                                 lambda t, k, v: self.integer(t, k, v, low=1, high=8), 1)
@@ -659,13 +660,13 @@ class _Parser:
         if raw_nodes is _MISSING:
             self.err("host", "nodes", "missing (expected [[host.nodes]] tables with cpus and "
                      "memory_mib)")
-            return None
+            return None, {}
         if not isinstance(raw_nodes, list) or not raw_nodes or not all(
             isinstance(n, dict) for n in raw_nodes
         ):
             self.err("host", "nodes", "expected one or more [[host.nodes]] tables, "
                      f"got {_type_name(raw_nodes)}")
-            return None
+            return None, {}
         nodes: list[NodeSpec] = []
         for i, raw in enumerate(cast(list[dict[str, Any]], raw_nodes)):
             where = f"[[host.nodes]] #{i + 1}"
@@ -680,7 +681,7 @@ class _Parser:
             if cpus is not None and memory is not None:
                 nodes.append(NodeSpec(cpus=cpus, memory_mib=memory))
         if len(nodes) != len(raw_nodes) or threads is None:
-            return None
+            return None, {}
         first = 0
         for node in nodes:
             self.node_cpus.append(frozenset(range(first, first + node.cpus)))
@@ -698,9 +699,9 @@ class _Parser:
             self.err("host", "remote_speed",
                      "expected a number > 0 and <= 1 (1 = as fast as local)")
         if distances is None and "distances" in table:
-            return None
+            return None, pool_cpus
         if speed_default is None or speeds is None or pools is None:
-            return None
+            return None, pool_cpus
         spec = HostSpec(
             nodes=tuple(nodes),
             distances=distances,
@@ -784,6 +785,8 @@ class _Parser:
                 cpus = None
             if name is None or cpus is None or sched is None:
                 ok = False
+                if name is not None:
+                    self.bad_pools.add(name)
                 continue
             taken |= cpus
             pool_cpus[name] = cpus
@@ -808,7 +811,9 @@ class _Parser:
         memory = self.memory(table, value)
         pool = self.optional(table, value, "pool", self.any_string, POOL0_NAME)
         if pool is not None and pool not in pool_cpus:
-            self.err(table, "pool", f"no cpupool named {pool!r} (pools: {', '.join(pool_cpus)})")
+            if pool not in self.bad_pools:
+                self.err(table, "pool",
+                         f"no cpupool named {pool!r} (pools: {', '.join(pool_cpus)})")
             pool = None
         if is_dom0 and pool is not None and pool != POOL0_NAME:
             self.err(table, "pool", f"dom0 always runs in {POOL0_NAME} (Xen cannot move it); "
