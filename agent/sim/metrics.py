@@ -1,0 +1,345 @@
+"""What a run is worth: locality, useful work, efficiency, recovery. Pure functions.
+
+Running away from home is not wrong in itself (when A is paused, B and C
+running on A's idle node beat waiting in their own node's queues), so both
+sides of the trade are measured:
+
+- locality: the share of a vCPU's run time spent on its home node, the node
+  that holds most of its domain's memory;
+- useful work: home run time + r(d) x remote run time, r(d) being the speed of
+  a vCPU whose memory is at NUMA distance d;
+- efficiency: useful work / the most useful work any placement could have done
+  in the same time with the same demand. The optimum is a transportation
+  linear program per accounting bucket: vCPU classes (same home node, same
+  allowed pCPUs) supply demand, groups of pCPUs (same node, usable by the same
+  classes) offer capacity, each pCPU serving one vCPU at a time and each vCPU
+  using at most its demand. Hard affinity and cpupools bound who may go where;
+  soft affinity does not. Summing per-bucket optima keeps demand in time: work
+  wanted at one moment cannot be done by a pCPU that is idle at another.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from agent.hypervisor.model import CpuSet
+from agent.sim.spec import HostSpec
+
+LOCAL_DISTANCE = 10
+# Actual useful work may exceed the LP optimum only by solver round-off.
+_SOLVER_SLACK = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What the metrics need of a host: its nodes, distances and r(d)."""
+
+    node_cpus: tuple[CpuSet, ...]
+    distances: tuple[tuple[int, ...], ...]
+    remote_speed: Mapping[int, float] = field(default_factory=dict)
+    remote_speed_default: float = 0.7
+
+    @classmethod
+    def of(cls, host: HostSpec) -> Shape:
+        node_cpus: list[CpuSet] = []
+        first = 0
+        for node in host.nodes:
+            node_cpus.append(frozenset(range(first, first + node.cpus)))
+            first += node.cpus
+        n = len(host.nodes)
+        distances = host.distances or tuple(
+            tuple(LOCAL_DISTANCE if i == j else 20 for j in range(n)) for i in range(n)
+        )
+        return cls(tuple(node_cpus), distances, dict(host.remote_speed),
+                   host.remote_speed_default)
+
+    def speed(self, home: int, node: int) -> float:
+        """r(d): work done per ns by a vCPU homed on ``home`` running on ``node``."""
+        d = self.distances[home][node]
+        if d == LOCAL_DISTANCE:
+            return 1.0
+        return self.remote_speed.get(d, self.remote_speed_default)
+
+
+@dataclass(frozen=True, slots=True)
+class VcpuUsage:
+    """One vCPU over one accounting bucket."""
+
+    domain: str
+    vcpu: int
+    home: int  # node with most of its domain's memory
+    allowed: CpuSet  # pCPUs it may run on: configured hard affinity within its pool
+    run_ns: tuple[int, ...]  # run time on each node
+    demand_ns: int  # time running or runnable
+    migrations: int = 0  # pCPU changes
+    node_moves: int = 0  # of those, to another node
+
+    @property
+    def total_run_ns(self) -> int:
+        return sum(self.run_ns)
+
+    @property
+    def home_ns(self) -> int:
+        return self.run_ns[self.home]
+
+    def useful_ns(self, shape: Shape) -> float:
+        """home run time + r(d) x remote run time."""
+        return sum(ns * shape.speed(self.home, node) for node, ns in enumerate(self.run_ns) if ns)
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """The accounting of one stretch of simulated time."""
+
+    start_ns: int
+    end_ns: int
+    vcpus: tuple[VcpuUsage, ...]
+    node_busy_ns: tuple[int, ...]
+
+    @property
+    def length_ns(self) -> int:
+        return self.end_ns - self.start_ns
+
+
+# -- the optimum --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """vCPUs that are alike for placement: same home, same allowed pCPUs."""
+
+    home: int
+    allowed: CpuSet
+    demand_ns: float
+
+
+def max_useful_work(demands: Sequence[Demand], shape: Shape, length_ns: float) -> float:
+    """Most useful work (ns at local speed) the host could do in ``length_ns`` for ``demands``.
+
+    A transportation LP solved with HiGHS: x[c, g] = time pCPU group g gives class c;
+    maximise sum speed(home_c, node_g) x[c, g] subject to sum_g x[c, g] <= demand_c
+    and sum_c x[c, g] <= |g| * length.
+    """
+    from scipy.optimize import linprog  # the sim extra; imported when first needed
+
+    classes = [d for d in demands if d.demand_ns > 0]
+    if not classes or length_ns <= 0:
+        return 0.0
+    # pCPUs that the same classes may use, on the same node, are one supply.
+    groups: dict[tuple[int, frozenset[int]], int] = defaultdict(int)
+    for node, cpus in enumerate(shape.node_cpus):
+        for cpu in cpus:
+            users = frozenset(i for i, c in enumerate(classes) if cpu in c.allowed)
+            if users:
+                groups[(node, users)] += 1
+    supplies = sorted(groups.items(), key=lambda kv: (kv[0][0], sorted(kv[0][1])))
+    variables = [(i, g) for g, ((_, users), _) in enumerate(supplies) for i in sorted(users)]
+    if not variables:
+        return 0.0
+    scale = 1e-6  # ns -> ms keeps the numbers near 1 for the solver
+    cost = [-shape.speed(classes[i].home, supplies[g][0][0]) for i, g in variables]
+    rows = len(classes) + len(supplies)
+    a_ub = [[0.0] * len(variables) for _ in range(rows)]
+    for k, (i, g) in enumerate(variables):
+        a_ub[i][k] = 1.0
+        a_ub[len(classes) + g][k] = 1.0
+    b_ub = [c.demand_ns * scale for c in classes]
+    b_ub += [count * length_ns * scale for (_, count) in supplies]
+    result = linprog(cost, A_ub=a_ub, b_ub=b_ub, bounds=(0, None), method="highs")
+    if result.status != 0:
+        raise RuntimeError(f"efficiency LP failed: {result.message}")
+    return float(-result.fun) / scale
+
+
+class Optimum:
+    """Per-bucket optimum with a cache: steady demand repeats the same small LP."""
+
+    def __init__(self, shape: Shape) -> None:
+        self.shape = shape
+        self._cache: dict[tuple[int, tuple[tuple[int, CpuSet, int], ...]], float] = {}
+        self.solved = 0
+
+    def of(self, bucket: Bucket) -> float:
+        by_class: dict[tuple[int, CpuSet], int] = defaultdict(int)
+        for v in bucket.vcpus:
+            if v.demand_ns > 0:
+                by_class[(v.home, v.allowed)] += v.demand_ns
+        key = (bucket.length_ns, tuple(sorted(
+            ((home, allowed, ns) for (home, allowed), ns in by_class.items()),
+            key=lambda t: (t[0], sorted(t[1]), t[2]),
+        )))
+        cached = self._cache.get(key)
+        if cached is None:
+            demands = [Demand(home, allowed, float(ns)) for home, allowed, ns in key[1]]
+            cached = max_useful_work(demands, self.shape, bucket.length_ns)
+            self._cache[key] = cached
+            self.solved += 1
+        return cached
+
+
+def efficiency(useful_ns: float, optimum_ns: float) -> float:
+    """useful / optimum; 1 when nothing could have been done (no demand).
+
+    Raises if the actual work beats the optimum beyond round-off: that would mean
+    the accounting broke a rule the LP keeps (a pCPU serving two vCPUs at once, a
+    vCPU running longer than it wanted, outside its hard affinity).
+    """
+    if optimum_ns <= 0:
+        if useful_ns > _SOLVER_SLACK:
+            raise ValueError(f"useful work {useful_ns} ns with no demand")
+        return 1.0
+    ratio = useful_ns / optimum_ns
+    if ratio > 1 + _SOLVER_SLACK:
+        raise ValueError(f"useful work {useful_ns:.0f} ns beats the optimum {optimum_ns:.0f} ns: "
+                         "inconsistent accounting")
+    return min(ratio, 1.0)
+
+
+# -- totals over a stretch of time ------------------------------------------------------
+
+
+@dataclass(slots=True)
+class DomainTally:
+    run_ns: int = 0
+    home_ns: int = 0
+    useful_ns: float = 0.0
+    demand_ns: int = 0
+    migrations: int = 0
+    node_moves: int = 0
+
+    @property
+    def locality(self) -> float | None:
+        """home run time / run time; None when the domain did not run."""
+        return self.home_ns / self.run_ns if self.run_ns else None
+
+
+@dataclass(slots=True)
+class Tally:
+    """Sums over buckets: a phase, a window, a whole run."""
+
+    nodes: int
+    length_ns: int = 0
+    optimum_ns: float = 0.0
+    domains: dict[str, DomainTally] = field(default_factory=dict)
+    node_busy_ns: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.node_busy_ns:
+            self.node_busy_ns = [0] * self.nodes
+
+    def add(self, bucket: Bucket, shape: Shape, optimum_ns: float) -> None:
+        self.length_ns += bucket.length_ns
+        self.optimum_ns += optimum_ns
+        for node, busy in enumerate(bucket.node_busy_ns):
+            self.node_busy_ns[node] += busy
+        for v in bucket.vcpus:
+            d = self.domains.get(v.domain)
+            if d is None:
+                d = self.domains[v.domain] = DomainTally()
+            d.run_ns += v.total_run_ns
+            d.home_ns += v.home_ns
+            d.useful_ns += v.useful_ns(shape)
+            d.demand_ns += v.demand_ns
+            d.migrations += v.migrations
+            d.node_moves += v.node_moves
+
+    @property
+    def run_ns(self) -> int:
+        return sum(d.run_ns for d in self.domains.values())
+
+    @property
+    def useful_ns(self) -> float:
+        return sum(d.useful_ns for d in self.domains.values())
+
+    @property
+    def host_locality(self) -> float | None:
+        run = self.run_ns
+        return sum(d.home_ns for d in self.domains.values()) / run if run else None
+
+    @property
+    def efficiency(self) -> float:
+        return efficiency(self.useful_ns, self.optimum_ns)
+
+    @property
+    def migrations(self) -> int:
+        return sum(d.migrations for d in self.domains.values())
+
+    @property
+    def node_moves(self) -> int:
+        return sum(d.node_moves for d in self.domains.values())
+
+    def utilisation(self, shape: Shape) -> list[float]:
+        """Busy share of each node's pCPUs."""
+        if not self.length_ns:
+            return [0.0] * self.nodes
+        return [busy / (len(cpus) * self.length_ns)
+                for busy, cpus in zip(self.node_busy_ns, shape.node_cpus, strict=True)]
+
+
+# -- recovery -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """One bucket's useful work against its optimum."""
+
+    start_ns: int
+    end_ns: int
+    useful_ns: float
+    optimum_ns: float
+
+
+def sliding_efficiency(
+    scores: Sequence[Score], since_ns: int, window_ns: int
+) -> list[tuple[int, float]]:
+    """(window end, efficiency over the window) at each bucket end after ``since_ns``.
+
+    A window covers the buckets that start at or after ``max(since_ns, end - window_ns)``:
+    it never reaches back before ``since_ns`` (the event being recovered from).
+    """
+    inside = [s for s in scores if s.start_ns >= since_ns]
+    result: list[tuple[int, float]] = []
+    first = 0
+    useful = optimum = 0.0
+    for last, s in enumerate(inside):
+        useful += s.useful_ns
+        optimum += s.optimum_ns
+        while first < last and inside[first].start_ns < s.end_ns - window_ns:
+            useful -= inside[first].useful_ns
+            optimum -= inside[first].optimum_ns
+            first += 1
+        result.append((s.end_ns, efficiency(max(useful, 0.0), max(optimum, 0.0))))
+    return result
+
+
+def recovery_ns(
+    scores: Sequence[Score], event_ns: int, end_ns: int, *, window_ns: int = 250_000_000,
+    threshold: float = 0.99,
+) -> int | None:
+    """Time from ``event_ns`` until the sliding-window efficiency reaches ``threshold`` and
+    stays there up to ``end_ns`` (the end of the phase); None if it never does."""
+    series = [(t, e) for t, e in sliding_efficiency(scores, event_ns, window_ns) if t <= end_ns]
+    recovered_at: int | None = None
+    for t, e in series:
+        if e >= threshold:
+            if recovered_at is None:
+                recovered_at = t
+        else:
+            recovered_at = None
+    return None if recovered_at is None else recovered_at - event_ns
+
+
+def node_shares(usages: Iterable[VcpuUsage], nodes: int) -> dict[str, list[float]]:
+    """For each domain, the share of its run time on each node (what ``--plot`` draws)."""
+    per_domain: dict[str, list[int]] = {}
+    for v in usages:
+        acc = per_domain.setdefault(v.domain, [0] * nodes)
+        for node, ns in enumerate(v.run_ns):
+            acc[node] += ns
+    result: dict[str, list[float]] = {}
+    for name, acc in per_domain.items():
+        total = sum(acc)
+        result[name] = [ns / total if total else 0.0 for ns in acc]
+    return result
