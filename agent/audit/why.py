@@ -92,7 +92,8 @@ def _generic(kind: str, p: dict[str, Any]) -> tuple[str, str]:
     return f"action {kind} ({args}) was carried out", f"action {kind} ({args})"
 
 
-def action_phrase(entry: Entry) -> str:
+def action_phrase(entry: Entry, at: str = "") -> str:
+    """What an action did, e.g. ``hard affinity was narrowed to 0-27``; ``at`` is `` at 3.0 s``."""
     params = entry.get("params")
     params = params if isinstance(params, dict) else {}
     kind = str(entry.get("type"))
@@ -100,14 +101,13 @@ def action_phrase(entry: Entry) -> str:
     done, attempted = phrase(params) if phrase else _generic(kind, params)
     outcome = entry.get("outcome")
     error = entry.get("error")
+    because = f" ({error})" if error else ""
     if outcome == "failed":
         n = entry.get("attempts", 1)
-        return f"{attempted} failed after {n} attempt{'s' if n != 1 else ''}" + (
-            f": {error}" if error else ""
-        )
+        return f"{attempted} failed{at} after {n} attempt{'s' if n != 1 else ''}{because}"
     if outcome == "skipped":
-        return f"{attempted} was skipped" + (f": {error}" if error else "")
-    return done
+        return f"{attempted} was skipped{at}{because}"
+    return done + at
 
 
 def _fmt_value(v: Any) -> str:
@@ -176,10 +176,8 @@ class _Story:
                 to = "" if original is None or original == cpus else f" to {_cpus(cpus)}"
                 parts[-1] += f" and restored{to} at {when(a)}"
             else:
-                text = action_phrase(a)
-                if abs(a.time - self.decision.time) >= _SAME_TIME:
-                    text += f" at {when(a)}"
-                parts.append(text)
+                later = abs(a.time - self.decision.time) >= _SAME_TIME
+                parts.append(action_phrase(a, f" at {when(a)}" if later else ""))
             previous = a
         return "; ".join(parts)
 
