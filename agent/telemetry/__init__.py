@@ -1,0 +1,1 @@
+"""Metrics for operators: the Prometheus text format, to a textfile or a loopback port."""
