@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from agent.sim.metrics import (
     Bucket,
+    BucketSums,
     Demand,
     Optimum,
     Score,
@@ -113,14 +114,64 @@ def test_seed_stuck_state_efficiency() -> None:
 
 
 def test_optimum_cache_reuses_equal_buckets() -> None:
+    # Overloaded node 0 and a node-1 domain: the LP of test_lp_gives_each_node... (40 ms),
+    # solved once for two equal buckets, again for a different one.
     opt = Optimum(TWO)
-    v = VcpuUsage("A", 0, 0, ALL, (10 * MS, 0), 10 * MS)
-    first = opt.of(Bucket(0, 10 * MS, (v,), (10 * MS, 0)))
-    again = opt.of(Bucket(10 * MS, 20 * MS, (v,), (10 * MS, 0)))
-    assert first == again == pytest.approx(10 * MS)
+    x = [VcpuUsage("X", i, 0, ALL, (5 * MS, 0), 10 * MS) for i in range(4)]
+    y = [VcpuUsage("Y", i, 1, ALL, (0, 10 * MS), 10 * MS) for i in range(2)]
+    first = opt.of(Bucket(0, 10 * MS, (*x, *y), (20 * MS, 20 * MS)))
+    again = opt.of(Bucket(10 * MS, 20 * MS, (*x, *y), (20 * MS, 20 * MS)))
+    assert first == again == pytest.approx(40 * MS)
     assert opt.solved == 1
-    opt.of(Bucket(20 * MS, 25 * MS, (), (0, 0)))
+    opt.of(Bucket(20 * MS, 30 * MS, (*x[:3], *y), (20 * MS, 20 * MS)))
     assert opt.solved == 2
+
+
+def test_optimum_shortcuts() -> None:
+    opt = Optimum(TWO)
+    # Everyone ran at home all the time it wanted: the optimum is the demand, no LP.
+    home = [VcpuUsage("X", 0, 0, ALL, (7 * MS, 0), 7 * MS),
+            VcpuUsage("Y", 0, 1, ALL, (0, 10 * MS), 10 * MS)]
+    assert opt.of(Bucket(0, 10 * MS, tuple(home), (7 * MS, 10 * MS))) == 17 * MS
+    # One class alone: 3 vCPUs homed on node 1, one waiting: 20 ms at home + 10 x 0.7 = 27.
+    alone = [VcpuUsage("Y", i, 1, ALL, (0, 5 * MS), 10 * MS) for i in range(3)]
+    assert opt.of(Bucket(0, 10 * MS, tuple(alone), (0, 15 * MS))) == pytest.approx(27 * MS)
+    # Two pools never compete: each is its own single-class problem. P = {0}: 2 vCPUs homed
+    # on node 1 get 10 ms x 0.7 = 7; Q = {1, 2, 3}: 1 vCPU homed on node 0 gets 10 at home.
+    p = [VcpuUsage("P", i, 1, frozenset({0}), (5 * MS, 0), 10 * MS) for i in range(2)]
+    q = [VcpuUsage("Q", 0, 0, frozenset({1, 2, 3}), (0, 10 * MS), 10 * MS)]
+    assert opt.of(Bucket(0, 10 * MS, (*p, *q), (10 * MS, 10 * MS))) == pytest.approx(17 * MS)
+    assert opt.solved == 0
+
+
+@settings(deadline=None, max_examples=100)
+@given(st.lists(st.tuples(st.integers(0, 1), st.sets(st.integers(0, 3), min_size=1),
+                          st.integers(0, 10), st.integers(0, 10), st.integers(0, 10)),
+                min_size=1, max_size=8))
+def test_optimum_equals_the_plain_lp(vcpus: list[tuple[int, set[int], int, int, int]]) -> None:
+    # Whatever shortcut Optimum takes, it agrees with one LP over all classes. The run times
+    # form a feasible schedule: each vCPU runs at most its demand, on allowed pCPUs that
+    # still have time left (home node first).
+    free = {cpu: 10 for cpu in range(4)}
+    usages = []
+    for i, (home, allowed, demand, at_home, away) in enumerate(vcpus):
+        run = [0, 0]
+        left = demand
+        for cpu in sorted(allowed, key=lambda c: (c // 2 != home, c)):
+            want = min(left, at_home if cpu // 2 == home else away)
+            take = min(want, free[cpu])
+            free[cpu] -= take
+            left -= take
+            run[cpu // 2] += take * MS
+            if cpu // 2 == home:
+                at_home -= take
+            else:
+                away -= take
+        usages.append(VcpuUsage("D", i, home, frozenset(allowed), (run[0], run[1]), demand * MS))
+    bucket = Bucket(0, 10 * MS, tuple(usages), (0, 0))
+    plain = max_useful_work([Demand(v.home, v.allowed, v.demand_ns) for v in usages], TWO,
+                            10 * MS)
+    assert Optimum(TWO).of(bucket) == pytest.approx(plain, abs=1e-3)
 
 
 def test_efficiency_edges() -> None:
@@ -144,7 +195,7 @@ def test_tally_locality_utilisation_migrations() -> None:
     b0 = VcpuUsage("B", 0, 1, ALL, (0, 0), 0)
     bucket = Bucket(0, 10 * MS, (a0, a1, b0), (14 * MS, 6 * MS))
     tally = Tally(nodes=2)
-    tally.add(bucket, TWO, Optimum(TWO).of(bucket))
+    tally.add(BucketSums.of(bucket, TWO, Optimum(TWO).of(bucket)))
     assert tally.domains["A"].locality == pytest.approx(0.7)
     assert tally.domains["B"].locality is None
     assert tally.host_locality == pytest.approx(0.7)

@@ -154,29 +154,93 @@ def max_useful_work(demands: Sequence[Demand], shape: Shape, length_ns: float) -
 
 
 class Optimum:
-    """Per-bucket optimum with a cache: steady demand repeats the same small LP."""
+    """The per-bucket optimum, computed as cheaply as it can be exactly.
+
+    Classes that share no pCPU (different cpupools, disjoint hard affinity) never
+    compete, so each connected group of classes is its own problem:
+    - if its vCPUs ran at home for all the time they wanted, nothing could beat
+      that (no one does more than its demand, and no speed exceeds 1);
+    - a single class fills the fastest pCPUs first (a fractional knapsack);
+    - otherwise the LP, cached: steady demand repeats the same problem.
+    """
 
     def __init__(self, shape: Shape) -> None:
         self.shape = shape
-        self._cache: dict[tuple[int, tuple[tuple[int, CpuSet, int], ...]], float] = {}
-        self.solved = 0
+        self._cache: dict[tuple[float, tuple[tuple[int, CpuSet, int], ...]], float] = {}
+        self.solved = 0  # LPs actually solved (cache misses)
 
     def of(self, bucket: Bucket) -> float:
-        by_class: dict[tuple[int, CpuSet], int] = defaultdict(int)
+        # class -> [demand, run at home, run elsewhere]
+        classes: dict[tuple[int, CpuSet], list[int]] = {}
         for v in bucket.vcpus:
-            if v.demand_ns > 0:
-                by_class[(v.home, v.allowed)] += v.demand_ns
-        key = (bucket.length_ns, tuple(sorted(
-            ((home, allowed, ns) for (home, allowed), ns in by_class.items()),
+            if not v.demand_ns:
+                continue
+            acc = classes.get((v.home, v.allowed))
+            if acc is None:
+                acc = classes[(v.home, v.allowed)] = [0, 0, 0]
+            acc[0] += v.demand_ns
+            home = v.run_ns[v.home]
+            acc[1] += home
+            acc[2] += sum(v.run_ns) - home
+        total = 0.0
+        for group in _components(list(classes)):
+            demand = sum(classes[c][0] for c in group)
+            if all(classes[c][1] == classes[c][0] for c in group):
+                total += demand
+            elif len(group) == 1:
+                (home, allowed), = group
+                total += self._fill(home, allowed, demand, bucket.length_ns)
+            else:
+                total += self._solve(group, classes, bucket.length_ns)
+        return total
+
+    def _fill(self, home: int, allowed: CpuSet, demand: float, length_ns: int) -> float:
+        offers = sorted(
+            ((self.shape.speed(home, node), len(cpus & allowed) * length_ns)
+             for node, cpus in enumerate(self.shape.node_cpus)),
+            reverse=True,
+        )
+        done = 0.0
+        for speed, capacity in offers:
+            take = min(demand, capacity)
+            done += take * speed
+            demand -= take
+            if demand <= 0:
+                break
+        return done
+
+    def _solve(
+        self, group: list[tuple[int, CpuSet]], classes: dict[tuple[int, CpuSet], list[int]],
+        length_ns: int,
+    ) -> float:
+        key = (float(length_ns), tuple(sorted(
+            ((home, allowed, classes[(home, allowed)][0]) for home, allowed in group),
             key=lambda t: (t[0], sorted(t[1]), t[2]),
         )))
         cached = self._cache.get(key)
         if cached is None:
             demands = [Demand(home, allowed, float(ns)) for home, allowed, ns in key[1]]
-            cached = max_useful_work(demands, self.shape, bucket.length_ns)
+            cached = max_useful_work(demands, self.shape, length_ns)
             self._cache[key] = cached
             self.solved += 1
         return cached
+
+
+def _components(classes: list[tuple[int, CpuSet]]) -> list[list[tuple[int, CpuSet]]]:
+    """Group classes that can reach a common pCPU, directly or through others."""
+    groups: list[tuple[set[int], list[tuple[int, CpuSet]]]] = []
+    for cls in classes:
+        cpus = set(cls[1])
+        members = [cls]
+        rest = []
+        for g_cpus, g_members in groups:
+            if g_cpus & cpus:
+                cpus |= g_cpus
+                members += g_members
+            else:
+                rest.append((g_cpus, g_members))
+        groups = [*rest, (cpus, members)]
+    return [members for _, members in groups]
 
 
 def efficiency(useful_ns: float, optimum_ns: float) -> float:
@@ -215,6 +279,33 @@ class DomainTally:
         return self.home_ns / self.run_ns if self.run_ns else None
 
 
+@dataclass(frozen=True, slots=True)
+class BucketSums:
+    """One bucket's accounting summed per domain: what tallies add up."""
+
+    length_ns: int
+    optimum_ns: float
+    useful_ns: float
+    domains: dict[str, DomainTally]
+    node_busy_ns: tuple[int, ...]
+
+    @classmethod
+    def of(cls, bucket: Bucket, shape: Shape, optimum_ns: float) -> BucketSums:
+        domains: dict[str, DomainTally] = {}
+        for v in bucket.vcpus:
+            d = domains.get(v.domain)
+            if d is None:
+                d = domains[v.domain] = DomainTally()
+            d.run_ns += v.total_run_ns
+            d.home_ns += v.home_ns
+            d.useful_ns += v.useful_ns(shape)
+            d.demand_ns += v.demand_ns
+            d.migrations += v.migrations
+            d.node_moves += v.node_moves
+        useful = sum(d.useful_ns for d in domains.values())
+        return cls(bucket.length_ns, optimum_ns, useful, domains, bucket.node_busy_ns)
+
+
 @dataclass(slots=True)
 class Tally:
     """Sums over buckets: a phase, a window, a whole run."""
@@ -229,21 +320,21 @@ class Tally:
         if not self.node_busy_ns:
             self.node_busy_ns = [0] * self.nodes
 
-    def add(self, bucket: Bucket, shape: Shape, optimum_ns: float) -> None:
-        self.length_ns += bucket.length_ns
-        self.optimum_ns += optimum_ns
-        for node, busy in enumerate(bucket.node_busy_ns):
+    def add(self, sums: BucketSums) -> None:
+        self.length_ns += sums.length_ns
+        self.optimum_ns += sums.optimum_ns
+        for node, busy in enumerate(sums.node_busy_ns):
             self.node_busy_ns[node] += busy
-        for v in bucket.vcpus:
-            d = self.domains.get(v.domain)
+        for name, b in sums.domains.items():
+            d = self.domains.get(name)
             if d is None:
-                d = self.domains[v.domain] = DomainTally()
-            d.run_ns += v.total_run_ns
-            d.home_ns += v.home_ns
-            d.useful_ns += v.useful_ns(shape)
-            d.demand_ns += v.demand_ns
-            d.migrations += v.migrations
-            d.node_moves += v.node_moves
+                d = self.domains[name] = DomainTally()
+            d.run_ns += b.run_ns
+            d.home_ns += b.home_ns
+            d.useful_ns += b.useful_ns
+            d.demand_ns += b.demand_ns
+            d.migrations += b.migrations
+            d.node_moves += b.node_moves
 
     @property
     def run_ns(self) -> int:
