@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
-from agent.audit import records
+from agent.audit import records, segments
+from agent.audit.compress import compress_rotated
 from agent.audit.reader import read_entries
 from agent.audit.verify import verify
 from agent.audit.writer import AuditWriter, WriterPolicy
@@ -33,23 +36,35 @@ MODES = {
 
 
 def decision_record(i: int) -> records.Body:
-    """What the fixup rule records for one vCPU: subject, reason, hash, a 3-clause trace."""
+    """What the fixup rule records for one vCPU: subject, reason, hash, a 3-clause trace.
+
+    Numbers vary as they would (seeded per record), so the gzip figure is not flattered.
+    """
+    rng = random.Random(i)
+    off_for = round(rng.uniform(2.0, 30.0), 3)
+    node, home = rng.choice([(1, 0), (0, 1)])
+    idle = rng.randint(1, 14)
+    dom = rng.randrange(40)
     return records.decision(
         "soft-affinity-fixup",
         "sha256:9f2c4e0b7d1a5f3e8c6b2a9d0e4f7c1b3a5d8e2f6c9b0a4d7e1f3c5b8a2d6e9f",
         records.Subject(
-            domain=f"guest-{i % 40:03d}",
-            domid=i % 40 + 1,
-            uuid="6f1c2b9e-4d3a-4e8f-9b7c-1a2d3e4f5a6b",
-            vcpu=i % 16,
-            node=1,
+            domain=f"guest-{dom:03d}",
+            domid=dom + 1,
+            uuid=str(uuid.UUID(int=rng.getrandbits(128))),
+            vcpu=rng.randrange(16),
+            node=node,
         ),
         "act",
-        "it had run on node 1 for 2.1 s, outside its soft affinity (node 0)",
+        f"it had run on node {node} for {off_for} s, outside its soft affinity (node {home})",
         [
-            records.Clause("vcpu.off_node_s >= 2.0", {"vcpu.off_node_s": 2.1 + i % 7}, True),
-            records.Clause("home.idle_pcpus >= 1", {"home.idle_pcpus": 3}, True),
-            records.Clause("not vcpu.pinned_recently", {"vcpu.last_pin_age_s": 41.5}, True),
+            records.Clause("vcpu.off_node_s >= 2.0", {"vcpu.off_node_s": off_for}, True),
+            records.Clause("home.idle_pcpus >= 1", {"home.idle_pcpus": idle}, True),
+            records.Clause(
+                "not vcpu.pinned_recently",
+                {"vcpu.last_pin_age_s": round(rng.uniform(10, 600), 3)},
+                True,
+            ),
         ],
         rule_file="/etc/xnuma/rules.d/10-soft-affinity.toml",
         event_seq=i,
@@ -79,6 +94,7 @@ def main() -> None:
 
     rates: dict[str, list[float]] = {m: [] for m in MODES}
     size_per_record: list[float] = []
+    gz_per_record: list[float] = []
     read_rates: list[float] = []
     verify_rates: list[float] = []
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="xnuma-audit-bench-") as tmp:
@@ -100,16 +116,22 @@ def main() -> None:
                     report = verify(log)
                     verify_rates.append(report.records / (time.perf_counter() - t0))
                     assert report.ok and count == n
+                    # Rotate by hand and gzip it as compress_rotated does in the agent.
+                    log.rename(segments.rotated_name(log, 1))
+                    (gz,) = compress_rotated(log)
+                    gz_per_record.append((gz.stat().st_size) / n)
 
     med = {name: statistics.median(v) for name, v in rates.items()}
     batched, _, each, none = (med[m] for m in MODES)
     per_record = statistics.median(size_per_record)
+    gz_record = statistics.median(gz_per_record)
     result = {
         "records_per_second": med,
         "batched_over_fsync_each": batched / each,
         "no_fsync_over_batched": none / batched,
         "bytes_per_decision": per_record,
         "bytes_per_million_decisions": per_record * 1e6,
+        "gzipped_bytes_per_million_decisions": gz_record * 1e6,
         "read_records_per_second": statistics.median(read_rates),
         "verify_records_per_second": statistics.median(verify_rates),
         "rounds": args.rounds,
@@ -126,6 +148,11 @@ def main() -> None:
     print(f"decision record with a 3-clause trace: {per_record:,.1f} bytes on disk (12 of framing)")
     mib = per_record * 1e6 / (1 << 20)
     print(f"bytes per million decisions: {per_record * 1e6:,.0f} ({mib:,.1f} MiB)")
+    gz_mib = gz_record * 1e6 / (1 << 20)
+    print(
+        f"  rotated and gzipped (compress_rotated): {gz_record * 1e6:,.0f} ({gz_mib:,.1f} MiB), "
+        f"{per_record / gz_record:,.1f}x smaller"
+    )
     print()
     print(
         f"read back: {result['read_records_per_second']:,.0f} records/s; "

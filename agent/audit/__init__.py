@@ -2,5 +2,5 @@
 
 ``records`` builds record bodies, ``writer.AuditWriter`` appends them,
 ``reader`` streams them back, ``verify`` checks the chain, ``query`` filters,
-``why`` explains in sentences.
+``why`` explains in sentences, ``compress`` gzips rotated files.
 """

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import msgpack
 
@@ -105,8 +107,19 @@ def _entry(record: dict[str, Any], frame: framing.Frame, key: bytes | None, path
 
 
 def scan_file(path: Path, key: bytes | None = None) -> Iterator[Entry | Bad]:
+    """Records and damage in one file (plain or gzipped); bad bytes never raise."""
+    offset = 0
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed by the with below
+        for item in _scan_file(path, key):
+            offset = item.end if isinstance(item, Entry) else item.offset + item.size
+            yield item
+    except (OSError, EOFError, zlib.error) as exc:  # a damaged .gz stream
+        yield Bad(path, offset, 0, f"unreadable past this point ({exc})", True)
+
+
+def _scan_file(path: Path, key: bytes | None) -> Iterator[Entry | Bad]:
+    try:
+        f = cast(BinaryIO, gzip.open(path, "rb")) if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
     except FileNotFoundError:  # removed by retention while we were listing
         return
     with f:
@@ -116,7 +129,7 @@ def scan_file(path: Path, key: bytes | None = None) -> Iterator[Entry | Bad]:
                 yield Bad(path, 0, len(magic), "file header cut short (torn write)", True)
             return
         if magic != segments.FILE_MAGIC:
-            size = f.seek(0, 2)
+            size = path.stat().st_size
             yield Bad(path, 0, size, FOREIGN_FILE, True)
             return
         for item in framing.scan(f, framing.FILE_MAGIC_SIZE):

@@ -3,7 +3,9 @@
 The log at ``PATH`` is the active file ``PATH`` plus rotated files
 ``PATH.<first-seq>``, the sequence number of their first record, zero-padded
 to 12 digits: names sort in the order the records were written, and a name
-alone says where in the chain a file belongs.
+alone says where in the chain a file belongs. A rotated file may be gzipped
+(``PATH.<first-seq>.gz``, see ``compress``); if both forms exist (compression
+cut short) the plain one is read.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ def rotated_name(active: Path, first_seq: int) -> Path:
 
 def rotated(active: Path) -> list[tuple[int, Path]]:
     """Rotated files of the log, oldest first, as (first seq, path)."""
-    pattern = re.compile(re.escape(active.name) + rf"\.(\d{{{SEQ_DIGITS}}})$")
-    found: list[tuple[int, Path]] = []
+    pattern = re.compile(re.escape(active.name) + rf"\.(\d{{{SEQ_DIGITS}}})(\.gz)?$")
+    found: dict[int, Path] = {}
     try:
         names = os.listdir(active.parent)
     except FileNotFoundError:
@@ -33,9 +35,10 @@ def rotated(active: Path) -> list[tuple[int, Path]]:
     for name in names:
         m = pattern.match(name)
         if m:
-            found.append((int(m.group(1)), active.parent / name))
-    found.sort()
-    return found
+            seq = int(m.group(1))
+            if seq not in found or not m.group(2):  # plain wins over .gz
+                found[seq] = active.parent / name
+    return sorted(found.items())
 
 
 def all_files(active: Path) -> list[Path]:

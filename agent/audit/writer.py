@@ -232,7 +232,7 @@ class AuditWriter:
     def _rotate(self) -> None:
         assert self._first_seq is not None
         target = segments.rotated_name(self.path, self._first_seq)
-        if target.exists():
+        if target.exists() or target.with_name(target.name + ".gz").exists():
             raise AuditLogError(f"cannot rotate {self.path}: {target} already exists")
         os.fdatasync(self._fd)
         self._unsynced = 0
