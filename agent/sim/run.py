@@ -33,6 +33,7 @@ from agent.sim.metrics import (
     Shape,
     Tally,
     VcpuUsage,
+    efficiency,
     recovery_ns,
 )
 from agent.sim.scenario import NS_PER_S, POOL0_NAME, Event, Scenario
@@ -448,6 +449,10 @@ class Runner:
         self._gone.clear()
         bucket = Bucket(acct.start_ns, acct.end_ns, tuple(usages), acct.node_busy_ns)
         sums = BucketSums.of(bucket, self.shape, self.optimum.of(bucket))
+        try:
+            efficiency(sums.useful_ns, sums.optimum_ns)
+        except ValueError as exc:  # fail at the bucket that broke, not at the end
+            raise ValueError(f"bucket {bucket.start_ns}-{bucket.end_ns} ns: {exc}") from None
         self.total.add(sums)
         self.phases[-1].tally.add(sums)
         self._scores.append(Score(bucket.start_ns, bucket.end_ns, sums.useful_ns, sums.optimum_ns))
