@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agent.audit import framing, records, segments
 from agent.audit.reader import Bad, Entry, read_entries, scan_log
@@ -300,3 +302,37 @@ def test_bad_policy_is_refused() -> None:
         WriterPolicy(fsync_every=0)
     with pytest.raises(ValueError, match="fsync_interval"):
         WriterPolicy(fsync_interval=0)
+
+
+@settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("frame"), st.binary(max_size=300)),
+            st.tuples(st.just("junk"), st.binary(min_size=1, max_size=40)),
+        ),
+        max_size=12,
+    )
+)
+def test_scan_tiles_any_bytes_and_finds_every_intact_frame(
+    parts: list[tuple[str, bytes]],
+) -> None:
+    import io
+
+    data = bytearray(segments.FILE_MAGIC)
+    inserted: list[tuple[int, bytes]] = []
+    for what, blob in parts:
+        if what == "frame":
+            inserted.append((len(data), blob))
+            data += framing.encode_frame(blob)
+        else:
+            data += blob
+    items = list(framing.scan(io.BytesIO(bytes(data)), framing.FILE_MAGIC_SIZE))
+    # Frames and damage cover the file exactly, in order, with no gap or overlap.
+    pos = framing.FILE_MAGIC_SIZE
+    for item in items:
+        assert item.offset == pos
+        pos = item.end
+    assert pos == len(data)
+    found = {(i.offset, i.payload) for i in items if isinstance(i, framing.Frame)}
+    assert set(inserted) <= found
