@@ -332,6 +332,28 @@ async def test_reconnect_reregisters_watches_and_signals_resync(
             nursery.start_soon(second.answer, Op.UNWATCH)
 
 
+async def test_new_connection_serves_requests_only_after_watches_are_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with scripted() as (client, board, peer), trio.open_nursery() as nursery:
+        nursery.start_soon(peer.answer, Op.WATCH)
+        async with client.watch("/vm", token="tok") as events:
+            await peer.stream.aclose()
+            await trio.testing.wait_all_tasks_blocked()  # the client saw the drop
+            assert not client.connected
+            out = await concurrently(nursery, lambda: client.read("/vm/x"))
+            second = await board.accept()
+            rewatch = await second.expect(Op.WATCH, b"/vm\0tok\0")
+            await trio.sleep(1)
+            assert out == [] and client.generation == 1  # the read is held back...
+            await second.reply(rewatch)
+            await second.answer(Op.READ, b"v")  # ...until the watch is registered
+            await trio.testing.wait_all_tasks_blocked()
+            assert out == [b"v"] and client.generation == 2
+            assert isinstance(await events.receive(), Reconnected)
+            nursery.start_soon(second.answer, Op.UNWATCH)
+
+
 async def test_requests_made_while_disconnected_wait_for_the_new_connection(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

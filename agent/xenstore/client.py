@@ -171,20 +171,24 @@ class Client(Operations):
         conn = await self._connection()
         return await conn.request(op, payload)
 
-    def _install(self, stream: trio.abc.Stream) -> Connection:
-        self._generation += 1
-        self._conn = Connection(stream, self._on_event, self._generation)
+    def _install(self, conn: Connection) -> None:
+        self._conn = conn
+        self._generation = conn.generation
         self._notify()
-        return self._conn
 
-    async def _maintain(self, conn: Connection) -> None:
+    async def _maintain(self, stream: trio.abc.Stream) -> None:
         """Serve the connection; when it drops, reconnect and re-register the
-        watches; give up (failing everyone) after the reconnect budget."""
+        watches; give up (failing everyone) after the reconnect budget.
+
+        A new connection is handed to callers only once every watch is
+        registered on it again, so whatever a caller reads on it afterwards,
+        a later change fires its watches."""
         while True:
+            conn = Connection(stream, self._on_event, self._generation + 1)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(conn.serve)
-                if conn.generation > 1:
-                    await self._reregister(conn)
+                if conn.generation == 1 or await self._reregister(conn):
+                    self._install(conn)
             if self._final is not None:
                 return
             self._conn = None
@@ -199,7 +203,6 @@ class Client(Operations):
                     )
                 )
                 return
-            conn = self._install(stream)
 
     async def _connect_with_backoff(self) -> trio.abc.Stream:
         retrying = self._reconnect.retrying(tenacity.retry_if_exception_type(Exception))
@@ -238,10 +241,12 @@ class Client(Operations):
         # Registered before WATCH is sent: the first event follows the reply.
         self._watches.setdefault(t, []).append(w)
         try:
-            async with self._watch_lock:
+            while w.conn is None:
                 conn = await self._connection()
-                await conn.request(Op.WATCH, wire.join(p, t))
-                w.conn = conn
+                async with self._watch_lock:
+                    if conn is self._conn and conn.alive:  # else: replaced meanwhile
+                        await conn.request(Op.WATCH, wire.join(p, t))
+                        w.conn = conn
         except BaseException:
             self._forget(w)
             raise
@@ -269,7 +274,8 @@ class Client(Operations):
             if not watches:
                 del self._watches[w.channel.token]
 
-    async def _reregister(self, conn: Connection) -> None:
+    async def _reregister(self, conn: Connection) -> bool:
+        """Register every watch again on ``conn``; False if it dropped meanwhile."""
         async with self._watch_lock:
             for w in [w for ws in self._watches.values() for w in ws]:
                 if w.removed or w.conn is conn or w.conn is None:
@@ -278,12 +284,13 @@ class Client(Operations):
                 try:
                     await conn.request(Op.WATCH, wire.join(w.channel.path, w.channel.token))
                 except ConnectionLost:
-                    return  # dropped again: the next connection retries
+                    return False  # dropped again: the next connection retries
                 except wire.XenstoreError as exc:
                     w.conn = None
                     self._forget(w, WatchLost(f"xenstored refused to re-register it: {exc}"))
                     continue
                 w.conn = conn
+        return True
 
     def _on_event(self, packet: wire.Packet) -> None:
         parts = wire.split(packet.payload)
@@ -377,9 +384,8 @@ async def open_client(
     client = Client(
         connect, reconnect=reconnect, transaction_retry=transaction_retry, watch_buffer=watch_buffer
     )
-    conn = client._install(stream)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(client._maintain, conn)
+        nursery.start_soon(client._maintain, stream)
         try:
             yield client
         finally:
