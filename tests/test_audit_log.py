@@ -336,3 +336,31 @@ def test_scan_tiles_any_bytes_and_finds_every_intact_frame(
     assert pos == len(data)
     found = {(i.offset, i.payload) for i in items if isinstance(i, framing.Frame)}
     assert set(inserted) <= found
+
+
+def test_last_frame_looks_back_past_a_long_tail(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    write(log, 3)
+    ends = frame_ends(log)
+    with open(log, "ab") as f:
+        f.write(bytes(200_000))  # zeroes, as an unsynced power cut can leave
+    with open(log, "rb") as f:
+        frame = framing.last_frame(f, framing.FILE_MAGIC_SIZE)
+        assert frame is not None and frame.end == ends[-1]
+        assert framing.last_frame(f, framing.FILE_MAGIC_SIZE, limit=1 << 16) is None
+    with AuditWriter(log) as w:
+        assert w.head is not None and w.head.seq == 4  # the recovery record
+        assert w.recovered is not None and w.recovered.size == 200_000
+    assert log.stat().st_size < 2000 and verify(log).ok
+
+
+def test_reopen_when_the_last_frame_does_not_decode(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    write(log, 3)
+    with open(log, "ab") as f:
+        f.write(framing.encode_frame(b"\xc1 not msgpack"))
+    write(log, 1)  # falls back to a full scan; keeps the chain from record 3
+    seqs = [e.seq for e in read_entries(log)]
+    assert seqs == [1, 2, 3, 4]
+    problem = verify(log).problem
+    assert problem is not None and "undecodable" in problem.what  # the bad frame is named

@@ -141,3 +141,27 @@ def scan(f: BinaryIO, start: int) -> Iterator[Frame | Damage]:
             fill()
     if bad_at is not None:
         yield Damage(bad_at, base + len(buf), bad_why, at_eof=True)
+
+
+def last_frame(f: BinaryIO, start: int, limit: int = 8 << 20) -> Frame | None:
+    """The last valid frame in ``f`` (after ``start``), found from the end without a full scan.
+
+    Looks back through at most ``limit`` bytes; None means none was found
+    there (the caller falls back to ``scan``). Whatever follows the returned
+    frame holds no valid frame: it is a torn tail.
+    """
+    size = f.seek(0, 2)
+    window = _CHUNK
+    while True:
+        lo = max(start, size - window)
+        f.seek(lo)
+        buf = f.read(size - lo)
+        pos = len(buf)
+        while (pos := buf.rfind(FRAME_MAGIC, 0, pos)) >= 0:
+            verdict = _check_at(buf, pos, eof=True)
+            if verdict is not None and verdict[0] == "ok":
+                end = verdict[1]
+                return Frame(lo + pos, lo + end, bytes(buf[pos + HEADER_SIZE : end]))
+        if lo == start or window >= limit:
+            return None
+        window *= 4

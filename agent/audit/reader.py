@@ -89,7 +89,7 @@ def decode(payload: bytes) -> dict[str, Any] | str:
     return record
 
 
-def _entry(record: dict[str, Any], frame: framing.Frame, key: bytes | None, path: Path) -> Entry:
+def entry_of(record: dict[str, Any], frame: framing.Frame, key: bytes | None, path: Path) -> Entry:
     body = {k: v for k, v in record.items() if k not in ENVELOPE_KEYS}
     mono = record.get("mono")
     return Entry(
@@ -140,7 +140,7 @@ def _scan_file(path: Path, key: bytes | None) -> Iterator[Entry | Bad]:
             if isinstance(record, str):
                 yield Bad(path, item.offset, item.end - item.offset, record, False)
             else:
-                yield _entry(record, item, key, path)
+                yield entry_of(record, item, key, path)
 
 
 def scan_log(active: Path, key: bytes | None = None) -> Iterator[Entry | Bad]:

@@ -34,7 +34,7 @@ import msgpack
 import trio
 
 from agent.audit import chain, framing, records, segments
-from agent.audit.reader import FOREIGN_FILE, Bad, Entry, scan_file
+from agent.audit.reader import FOREIGN_FILE, Bad, Entry, decode, entry_of, scan_file
 
 
 class AuditLogError(RuntimeError):
@@ -105,23 +105,18 @@ class AuditWriter:
             raise
         if self.recovered is not None:
             bad = self.recovered
-            self.append(records.recovery(bad.file.name, bad.offset, bad.size), sync=True)
+            try:
+                self.append(records.recovery(bad.file.name, bad.offset, bad.size), sync=True)
+            except BaseException:
+                self.close()
+                raise
 
     # -- opening -----------------------------------------------------------
 
     def _open(self) -> None:
-        last: Entry | None = None
-        first: Entry | None = None
-        torn: Bad | None = None
-        if self.path.exists():
-            for item in scan_file(self.path, self._key):
-                if isinstance(item, Entry):
-                    last, torn = item, None
-                    first = first or item
-                elif item.torn_tail:
-                    torn = item
-            if torn is not None and torn.why == FOREIGN_FILE:
-                raise AuditLogError(f"{self.path}: {torn.why}; refusing to append to it")
+        first, last, torn = self._tail() if self.path.exists() else (None, None, None)
+        if torn is not None and torn.why == FOREIGN_FILE:
+            raise AuditLogError(f"{self.path}: {torn.why}; refusing to append to it")
         if last is None:
             prior = segments.rotated(self.path)
             if prior:
@@ -145,6 +140,39 @@ class AuditWriter:
         if self.recovered is not None:
             os.fdatasync(self._fd)
         self._size = os.fstat(self._fd).st_size
+
+    def _tail(self) -> tuple[Entry | None, Entry | None, Bad | None]:
+        """The active file's first and last records and its torn tail, if any.
+
+        The last record is found from the end of the file, so opening a big
+        log costs no full scan; a full scan is the fallback.
+        """
+        first: Entry | None = None
+        torn: Bad | None = None
+        for item in scan_file(self.path, self._key):
+            if isinstance(item, Entry):
+                first = item
+                break
+            if item.torn_tail:
+                torn = item
+        if first is None:
+            return None, None, torn
+        with open(self.path, "rb") as f:
+            frame = framing.last_frame(f, first.offset)
+            size = f.seek(0, 2)
+        record = decode(frame.payload) if frame is not None else "not found"
+        if frame is not None and not isinstance(record, str):
+            last = entry_of(record, frame, self._key, self.path)
+            if frame.end < size:
+                torn = Bad(self.path, frame.end, size - frame.end, "torn tail", True)
+            return first, last, torn
+        last = first
+        for item in scan_file(self.path, self._key):
+            if isinstance(item, Entry):
+                last, torn = item, None
+            elif item.torn_tail:
+                torn = item
+        return first, last, torn
 
     # -- appending ---------------------------------------------------------
 
