@@ -1,0 +1,277 @@
+"""The part of the simulated host that plays Xen's ``sched/core.c``.
+
+An event queue in integer nanoseconds; ``SCHEDULE_SOFTIRQ`` as a FIFO of pCPUs
+to reschedule, drained after every event (a tickled pCPU reschedules at once:
+IPI latency is not modelled); ``schedule()``'s context switch with its
+accounting; ``vcpu_sleep``/``vcpu_wake``/``vcpu_block``; and
+``sched_unit_migrate_start``/``_finish`` (pick a new pCPU through the
+scheduler's ``pick_resource``, move, wake there). The scheduler models decide;
+this module keeps time, runs what they decide and counts.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from typing import Any
+
+from agent.sim import workload as wl
+from agent.sim.accounting import Accounting, VcpuAccounting
+from agent.sim.objects import BLOCKED, DOWN, MIGRATING, PARKED, PAUSED, Pool, Topo, Vcpu
+
+# Flags that stop a vCPU wanting a pCPU (MIGRATING is a transient of the model).
+NO_DEMAND = BLOCKED | PAUSED | DOWN | PARKED
+
+
+class HostCore:
+    def __init__(self, topo: Topo) -> None:
+        self.topo = topo
+        self.ncpus_online = topo.ncpus
+        self.now = 0
+        self.cur: list[Vcpu | None] = [None] * topo.ncpus
+        self.pool_of: list[Pool] = []
+        self._q: list[tuple[int, int, Callable[[Any, int], None], Any, int]] = []
+        self._seq = 0
+        self._slice_ver = [0] * topo.ncpus
+        # A slice the scheduler called lazy is not queued until arm_slice(): its
+        # end would change nothing unless something changes first.
+        self._slice_start = [0] * topo.ncpus
+        self._slice_len = [0] * topo.ncpus
+        self._slice_lazy = [False] * topo.ncpus
+        self._pend: list[int] = []
+        self._pend_mask = 0
+        self._touched: list[Vcpu] = []
+        self._demanding: dict[Vcpu, None] = {}
+        self._acct_from = 0
+        self.events_run = 0
+
+    # -- services for the scheduler models (objects.Core) ----------------------
+
+    def timer(self, at_ns: int, fn: Callable[[Any, int], None], a: Any, b: int) -> None:
+        self._seq += 1
+        heapq.heappush(self._q, (at_ns, self._seq, fn, a, b))
+
+    def raise_softirq(self, cpu: int) -> None:
+        bit = 1 << cpu
+        if not self._pend_mask & bit:
+            self._pend_mask |= bit
+            self._pend.append(cpu)
+
+    def arm_slice(self, cpu: int) -> None:
+        """Queue the end of ``cpu``'s lazy slice: the next boundary of its run from now."""
+        if not self._slice_lazy[cpu]:
+            return
+        self._slice_lazy[cpu] = False
+        start, length = self._slice_start[cpu], self._slice_len[cpu]
+        now = self.now
+        at = start + length
+        if at < now:
+            at += (now - at + length - 1) // length * length
+        self.timer(at, self._slice_end, cpu, self._slice_ver[cpu])
+
+    def set_migrating(self, v: Vcpu) -> None:
+        """``sched_set_pause_flags(unit, _VPF_migrating)`` on a running unit."""
+        v.pflags |= MIGRATING
+
+    # -- time ------------------------------------------------------------------
+
+    def _run_until(self, until_ns: int) -> None:
+        q = self._q
+        pop = heapq.heappop
+        n = 0
+        while q and q[0][0] <= until_ns:
+            t, _, fn, a, b = pop(q)
+            self.now = t
+            fn(a, b)
+            n += 1
+            if self._pend:
+                self._flush()
+        self.events_run += n
+        self.now = until_ns
+
+    def flush(self) -> None:
+        """Run every raised SCHEDULE_SOFTIRQ, in the order raised."""
+        if self._pend:
+            self._flush()
+
+    def _flush(self) -> None:
+        pend = self._pend
+        while pend:
+            cpu = pend.pop(0)
+            self._pend_mask &= ~(1 << cpu)
+            self._do_schedule(cpu)
+
+    # -- schedule(): pick next on a pCPU and switch ------------------------------
+
+    def _do_schedule(self, cpu: int) -> None:
+        prev = self.cur[cpu]
+        sched = self.pool_of[cpu].sched
+        nxt, tslice, lazy = sched.schedule(cpu, prev)
+        now = self.now
+        if nxt is not prev:
+            if prev is not None:
+                self._stop_running(prev)
+            self.cur[cpu] = nxt
+            if nxt is not None:
+                self._start_running(nxt, cpu)
+        ver = self._slice_ver[cpu] + 1
+        self._slice_ver[cpu] = ver
+        if lazy:
+            self._slice_lazy[cpu] = True
+            self._slice_start[cpu] = now
+            self._slice_len[cpu] = tslice
+        else:
+            self._slice_lazy[cpu] = False
+            if tslice >= 0:
+                self.timer(now + tslice, self._slice_end, cpu, ver)
+        if nxt is not prev and prev is not None:
+            # sched_context_switched -> context_saved -> migrate_finish
+            sched.context_saved(prev)
+            if prev.pflags & MIGRATING:
+                self.migrate_finish(prev)
+
+    def _slice_end(self, cpu: int, ver: int) -> None:
+        if ver == self._slice_ver[cpu]:
+            self.raise_softirq(cpu)
+
+    def _start_running(self, v: Vcpu, cpu: int) -> None:
+        if v.cpu != cpu:
+            raise AssertionError(f"{v} switched in on pCPU {cpu} but v->processor is {v.cpu}")
+        now = self.now
+        v.is_running = True
+        v.state_entry = now
+        v.run_start = now
+        last = v.last_cpu
+        if last != cpu:
+            if last >= 0:
+                v.acc_mig += 1
+                node_of = self.topo.node_of
+                if node_of[last] != node_of[cpu]:
+                    v.acc_xmig += 1
+            v.last_cpu = cpu
+        if not v.touched:
+            v.touched = True
+            self._touched.append(v)
+        v.work_mark = now
+        if v.work_left > 0:
+            self.timer(now + v.work_left, self._work_done, v, v.wl_ver)
+
+    def _stop_running(self, v: Vcpu) -> None:
+        now = self.now
+        ran = now - v.run_start
+        v.acc_run[self.topo.node_of[v.cpu]] += ran
+        v.total_run += ran
+        v.run_start = -1
+        v.is_running = False
+        if v.work_left > 0:
+            left = v.work_left - (now - v.work_mark)
+            v.work_left = left if left > 0 else 1
+            v.wl_ver += 1  # the pending block timer is for a run that ended
+
+    # -- runnability and demand ------------------------------------------------
+
+    def set_flag(self, v: Vcpu, bit: int) -> None:
+        f = v.pflags
+        if not f & NO_DEMAND and bit & NO_DEMAND:
+            self._demand_end(v)
+        v.pflags = f | bit
+
+    def clear_flag(self, v: Vcpu, bit: int) -> None:
+        f = v.pflags & ~bit
+        if v.pflags & NO_DEMAND and not f & NO_DEMAND:
+            self._demand_begin(v)
+        v.pflags = f
+
+    def _demand_begin(self, v: Vcpu) -> None:
+        v.demand_start = self.now
+        self._demanding[v] = None
+
+    def _demand_end(self, v: Vcpu) -> None:
+        v.acc_demand += self.now - v.demand_start
+        v.demand_start = -1
+        del self._demanding[v]
+        if not v.touched:
+            v.touched = True
+            self._touched.append(v)
+
+    def vcpu_sleep(self, v: Vcpu, bit: int) -> None:
+        """vcpu_sleep_nosync: make it not runnable for ``bit``'s reason."""
+        self.set_flag(v, bit)
+        v.dom.pool.sched.sleep(v)
+
+    def vcpu_wake(self, v: Vcpu, bit: int) -> None:
+        """Clear ``bit``; vcpu_wake() hands the unit to the scheduler if now runnable."""
+        self.clear_flag(v, bit)
+        if not v.pflags:
+            v.dom.pool.sched.wake(v)
+
+    def migrate_start(self, v: Vcpu) -> None:
+        """sched_unit_migrate_start: flag it and put it to sleep."""
+        v.pflags |= MIGRATING
+        v.dom.pool.sched.sleep(v)
+
+    def migrate_finish(self, v: Vcpu) -> None:
+        """sched_unit_migrate_finish: pick, move, wake; a running unit waits for its switch."""
+        if v.is_running or not v.pflags & MIGRATING:
+            return
+        sched = v.dom.pool.sched
+        sched.move(v, sched.pick_resource(v))
+        v.pflags &= ~MIGRATING
+        if not v.pflags:
+            sched.wake(v)
+
+    # -- workload timers -------------------------------------------------------
+
+    def _work_done(self, v: Vcpu, ver: int) -> None:
+        """The on phase's work is done: the vCPU blocks (vcpu_block)."""
+        if ver != v.wl_ver:
+            return
+        v.work_left = 0
+        v.wl_ver += 1
+        self.set_flag(v, BLOCKED)
+        self.raise_softirq(v.cpu)
+        off = wl.off_ns(v.workload, v.rng)
+        if off != wl.NEVER:
+            self.timer(self.now + off, self._wake_timer, v, v.wl_ver)
+
+    def _wake_timer(self, v: Vcpu, ver: int) -> None:
+        if ver != v.wl_ver:
+            return
+        v.work_left = wl.on_ns(v.workload, v.rng)
+        self.vcpu_wake(v, BLOCKED)
+
+    # -- accounting ------------------------------------------------------------
+
+    def take_accounting(self) -> Accounting:
+        """What happened since the previous call (or since the host started)."""
+        now = self.now
+        node_of = self.topo.node_of
+        nnodes = self.topo.nnodes
+        todo = self._touched
+        for v in self._demanding:
+            if not v.touched:
+                todo.append(v)
+        self._touched = []
+        busy = [0] * nnodes
+        rows: list[tuple[tuple[int, int], VcpuAccounting]] = []
+        for v in todo:
+            v.touched = False
+            if v.run_start >= 0:
+                ran = now - v.run_start
+                v.acc_run[node_of[v.cpu]] += ran
+                v.total_run += ran
+                v.run_start = now
+            if v.demand_start >= 0:
+                v.acc_demand += now - v.demand_start
+                v.demand_start = now
+            run = tuple(v.acc_run)
+            if v.acc_demand or v.acc_mig or any(run):
+                row = VcpuAccounting(run, v.acc_demand, v.acc_mig, v.acc_xmig)
+                rows.append(((v.domid, v.vid), row))
+                for i in range(nnodes):
+                    busy[i] += run[i]
+            v.acc_run = [0] * nnodes
+            v.acc_demand = v.acc_mig = v.acc_xmig = 0
+        rows.sort(key=lambda r: r[0])
+        start, self._acct_from = self._acct_from, now
+        return Accounting(start, now, dict(rows), tuple(busy))
