@@ -182,7 +182,7 @@ if ! done_step modules-$KVER; then
 fi
 
 # Mount points the dom0 init uses (the share itself is read-only in the VM).
-mkdir -p "$ROOTFS"/{cmd,proc/xen,run,tmp,var/lib/xen,var/lib/xenstored,var/log,$TB}
+mkdir -p "$ROOTFS"/{cmd,xnuma-src,proc/xen,run,tmp,var/lib/xen,var/lib/xenstored,var/log,$TB}
 
 # --- dom0-side testbed files (refreshed on every run; testbed.py refreshes them too) ----------
 install -m 0755 "$HERE/dom0-init.sh" "$ROOTFS/$TB/dom0-init.sh"

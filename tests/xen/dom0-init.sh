@@ -32,5 +32,8 @@ done
 "$XENDIR/bin/xenconsoled" --pid-file=/run/xenconsoled.pid || fail "xenconsoled"
 
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 cmd /cmd || fail "mount the cmd share"
+# This checkout of xnuma, read-only (optional: older testbeds lack the share).
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,ro xnuma /xnuma-src \
+    || say "no xnuma share"
 echo ok > "$STATUS"
 say "ready ($(cut -d' ' -f1 /proc/uptime) s after dom0 kernel start)"

@@ -38,6 +38,8 @@ CMD = "/cmd"  # where dom0 mounts the command share
 class TestbedError(Exception):
     """The testbed could not boot or a command could not be delivered."""
 
+    __test__ = False  # not a pytest class
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -84,6 +86,8 @@ def _escape_multiboot(arg: str) -> str:
 
 
 class Testbed:
+    __test__ = False  # not a pytest class
+
     def __init__(
         self, cache: Path = DEFAULT_CACHE, workdir: Path | None = None, config: Config = Config()
     ) -> None:
@@ -147,6 +151,8 @@ class Testbed:
             "-virtfs", f"local,path={self.cache / 'rootfs'},mount_tag=rootfs,"
             "security_model=passthrough,readonly=on",
             "-virtfs", f"local,path={self.cmd_dir},mount_tag=cmd,security_model=none",
+            # The repository, read-only at /xnuma-src: dom0 can run this checkout's code.
+            "-virtfs", f"local,path={REPO},mount_tag=xnuma,security_model=none,readonly=on",
             "-nodefaults", "-display", "none", "-no-reboot",
             "-serial", f"file:{self.console}",
         ]  # fmt: skip
@@ -156,6 +162,7 @@ class Testbed:
     def _refresh_dom0_files(self) -> None:
         # The rootfs is shared live: the latest dom0-side scripts take effect at the next boot.
         dest = self.cache / "rootfs" / TB.lstrip("/")
+        (self.cache / "rootfs" / "xnuma-src").mkdir(exist_ok=True)
         for name in ("dom0-init.sh", "cmdd.py"):
             src = HERE / name
             if (dest / name).read_bytes() != src.read_bytes():

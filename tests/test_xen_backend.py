@@ -1,0 +1,130 @@
+"""XlHypervisor against a real Xen 4.17 booted under QEMU (marker `xen`).
+
+Skipped unless XNUMA_XEN_TESTBED is set (to 1, or to the testbed's cache folder) and
+the testbed is built (`bash tests/xen/build.sh .cache/xen-testbed`). One testbed boot
+(2 nodes of 4 pCPUs, credit1) serves the module; `xl` runs inside dom0 through the
+testbed's command channel (`testbed.py run -- xl ...` is the backend's argv prefix).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "xen"))
+from testbed import DEFAULT_CACHE, Config, Testbed
+
+from agent.hypervisor.interface import NoSuchDomain
+from agent.hypervisor.model import DomainState, VcpuState
+from agent.hypervisor.xl import XlHypervisor, XlPolicy
+
+pytestmark = pytest.mark.xen
+
+_ENV = os.environ.get("XNUMA_XEN_TESTBED", "")
+CACHE = DEFAULT_CACHE if _ENV in ("", "1") else Path(_ENV)
+TESTBED_PY = Path(__file__).parent / "xen" / "testbed.py"
+ALL = frozenset(range(8))
+
+
+@pytest.fixture(scope="module")
+def testbed() -> Iterator[Testbed]:
+    if not _ENV:
+        pytest.skip("set XNUMA_XEN_TESTBED=1 to run against the Xen testbed (make xen-test)")
+    if not (CACHE / ".ready").exists():
+        pytest.skip(f"Xen testbed not built in {CACHE} (make xen-testbed)")
+    workdir = CACHE / "run" / "pytest-backend"
+    workdir.mkdir(parents=True, exist_ok=True)
+    tb = Testbed(CACHE, workdir, Config(layout="2node", sched="credit"))
+    with tb:
+        tb.start()
+        tb.create_guest("A", vcpus=2, mode="busy", soft="0-3")
+        tb.create_guest("B", vcpus=1, mode="idle", soft="4-7")
+        yield tb
+
+
+@pytest.fixture
+def hv(testbed: Testbed) -> XlHypervisor:
+    prefix = [sys.executable, str(TESTBED_PY), "--cache", str(CACHE)]
+    prefix += ["--workdir", str(testbed.workdir), "run", "--timeout", "120", "--", "xl"]
+    return XlHypervisor(prefix, XlPolicy(timeout_s=180.0, attempts=2, backoff_first_s=1.0))
+
+
+def domid_of(testbed: Testbed, name: str) -> int:
+    return int(testbed.run(["xl", "domid", name], check=True).stdout)
+
+
+async def test_topology(hv: XlHypervisor) -> None:
+    topo = await hv.topology()
+    assert [n.cpus for n in topo.nodes] == [frozenset(range(4)), frozenset(range(4, 8))]
+    assert topo.distances == ((10, 20), (20, 10))
+    for node in topo.nodes:
+        assert 1500 * 1024 <= node.memory_total_kib <= 1536 * 1024
+        assert 0 < node.memory_free_kib < node.memory_total_kib
+
+
+async def test_domains(hv: XlHypervisor, testbed: Testbed) -> None:
+    doms = {d.name: d for d in await hv.domains()}
+    assert {"Domain-0", "A", "B"} <= set(doms)
+    assert doms["A"].vcpus == 2 and doms["B"].vcpus == 1
+    assert doms["A"].memory_kib == 128 * 1024
+    assert doms["A"].domid == domid_of(testbed, "A")
+    assert doms["A"].uuid != doms["B"].uuid
+    assert doms["A"].state in (DomainState.RUNNING, DomainState.BLOCKED)
+    assert {d.pool for d in doms.values()} == {"Pool-0"}
+
+
+async def test_vcpus(hv: XlHypervisor, testbed: Testbed) -> None:
+    a = domid_of(testbed, "A")
+    vcpus = await hv.vcpus(a)
+    assert [v.vcpu for v in vcpus] == [0, 1]
+    assert all(v.soft == frozenset(range(4)) for v in vcpus)
+    assert all(v.cpu in ALL and v.time_ns > 0 for v in vcpus)
+    everyone = await hv.vcpus()
+    assert {v.domid for v in everyone} >= {0, a}
+
+
+async def test_memory_per_node(hv: XlHypervisor, testbed: Testbed) -> None:
+    a, b = domid_of(testbed, "A"), domid_of(testbed, "B")
+    mem_a = await hv.memory_per_node(a)
+    mem_b = await hv.memory_per_node(b)
+    assert len(mem_a) == 2
+    assert sum(mem_a) == sum(mem_b) == 128 * 1024
+    # libxl placed each guest on the node of its soft affinity.
+    assert mem_a[0] == 128 * 1024 and mem_b[1] == 128 * 1024
+
+
+async def test_pin_and_unpin(hv: XlHypervisor, testbed: Testbed) -> None:
+    a = domid_of(testbed, "A")
+    await hv.set_vcpu_affinity(a, 1, frozenset({2, 3}), None)
+    v1 = (await hv.vcpus(a))[1]
+    assert (v1.hard, v1.soft) == (frozenset({2, 3}), frozenset(range(4)))
+    await hv.set_vcpu_affinity(a, 1, ALL, frozenset({0, 1}))
+    v1 = (await hv.vcpus(a))[1]
+    assert (v1.hard, v1.soft) == (ALL, frozenset({0, 1}))
+    await hv.set_vcpu_affinity(a, 1, None, frozenset(range(4)))
+    v1 = (await hv.vcpus(a))[1]
+    assert (v1.hard, v1.soft) == (ALL, frozenset(range(4)))
+
+
+async def test_pause_is_seen(hv: XlHypervisor, testbed: Testbed) -> None:
+    b = domid_of(testbed, "B")
+    testbed.run(["xl", "pause", "B"], check=True)
+    try:
+        doms = {d.domid: d for d in await hv.domains()}
+        assert doms[b].state is DomainState.PAUSED
+        assert {v.state for v in await hv.vcpus(b)} == {VcpuState.PAUSED}
+    finally:
+        testbed.run(["xl", "unpause", "B"], check=True)
+    doms = {d.domid: d for d in await hv.domains()}
+    assert doms[b].state is not DomainState.PAUSED
+
+
+async def test_missing_domain(hv: XlHypervisor) -> None:
+    with pytest.raises(NoSuchDomain):
+        await hv.vcpus(99)
+    with pytest.raises(NoSuchDomain):
+        await hv.set_vcpu_affinity(99, 0, ALL, None)
