@@ -61,7 +61,7 @@ DOMAIN = _fields(
     ("home_node", INT, "node id", "its soft affinity's node, else where most memory is; -1"),
     ("soft_nodes", NODESET, "node ids", "nodes its vCPUs' soft affinity covers"),
     ("hard_nodes", NODESET, "node ids", "nodes its vCPUs' hard affinity covers"),
-    ("soft_changed", BOOL, "", "soft affinity differs from when the agent first saw it"),
+    ("soft_changed", BOOL, "", "soft affinity has changed since the agent first saw it"),
     ("memory_known", BOOL, "", "per-node memory has been measured"),
     ("memory_node", INT, "node id", "node holding most of its memory (-1: unknown)"),
     ("memory_node_share", FLOAT, "fraction", "share of its memory on memory_node"),

@@ -117,8 +117,11 @@ class Compiled:
 
 
 def suggest(name: str, candidates: Iterable[str]) -> str:
-    """ "; did you mean 'x'?" or "", for error messages."""
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    """ "; did you mean 'x'?" or "", for error messages. A candidate the name
+    begins (a field name cut short) beats one that is merely similar."""
+    options = list(candidates)
+    prefixed = sorted((c for c in options if len(name) >= 3 and c.startswith(name)), key=len)
+    close = prefixed or difflib.get_close_matches(name, options, n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 

@@ -280,7 +280,7 @@ class _RuleChecker:
             shown = "missing" if for_each is None else repr(for_each)
             hint = suggest(for_each, FOR_EACH) if isinstance(for_each, str) else ""
             self.err(self.at("for_each", value=True),
-                     f"for_each is {shown}{hint}; one of {', '.join(FOR_EACH)}")
+                     f"for_each is {shown}, not one of {', '.join(FOR_EACH)}{hint}")
             for_each = None
         hold = self.duration("hold")
         cooldown = self.duration("cooldown")
@@ -302,14 +302,13 @@ class _RuleChecker:
                      "on must be a non-empty list of event types, e.g. on = [\"tick\"]; "
                      f"types: {', '.join(EVENT_TYPES)}")
             return None
-        good = True
         for j, e in enumerate(on):
             if e not in EVENT_TYPES:
-                good = False
                 self.err(self.at("on", j, value=True),
                          f"unknown event type {e!r}{suggest(e, EVENT_TYPES)} "
                          f"(types: {', '.join(EVENT_TYPES)})")
-        return tuple(dict.fromkeys(on)) if good else None
+        # The known ones still serve to check the expressions (the rule is refused anyway).
+        return tuple(dict.fromkeys(e for e in on if e in EVENT_TYPES))
 
     def duration(self, key: str) -> float:
         if key not in self.t:
@@ -332,7 +331,7 @@ class _RuleChecker:
         if not isinstance(kind, str) or kind not in ACTIONS:
             hint = suggest(kind, ACTIONS) if isinstance(kind, str) else ""
             self.err(self.at("action", "type", value=True),
-                     f"action type {kind!r}{hint} is not one of {', '.join(ACTIONS)}")
+                     f"action type {kind!r} is not one of {', '.join(ACTIONS)}{hint}")
             return None
         spec = ACTIONS[kind]
         for key in action:

@@ -245,12 +245,17 @@ def _need(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], whe
     return value
 
 
-class _Runner:
-    def __init__(self, path: Path, doc: Mapping[str, Any], result: TestResult) -> None:
-        self.path = path
-        self.doc = _check_keys(doc, _TOP_KEYS, "file")
-        self.result = result
-        host = _check_keys(doc.get("host", {}), _HOST_KEYS, "[host]")
+class HostModel:
+    """A small host described as in a test file ([host], [[domain]], [[backend]]
+    tables), changed step by step and observed into a ``HostView``."""
+
+    def __init__(
+        self,
+        host: Mapping[str, Any],
+        domains: Sequence[Mapping[str, Any]] = (),
+        backends: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
+        host = _check_keys(host, _HOST_KEYS, "[host]")
         self.n_nodes = int(_need({"nodes": 2, **host}, "nodes", int, "[host]"))
         self.cpus = int(_need({"cpus": 4, **host}, "cpus", int, "[host]"))
         self.node_mib = int(_need({"memory_mib": 16384, **host}, "memory_mib", int, "[host]"))
@@ -261,11 +266,11 @@ class _Runner:
         ]
         self.reserved = _ints(host.get("reserved_mib", [0] * self.n_nodes), "[host] reserved_mib")
         self.domains: dict[int, _Dom] = {}
-        for n, table in enumerate(doc.get("domain", [])):
+        for n, table in enumerate(domains):
             dom = self.domain(table, f"[[domain]] #{n + 1}")
             self.domains[dom.domid] = dom
         self.backends: dict[int, BackendInfo] = {}
-        for n, table in enumerate(doc.get("backend", [])):
+        for n, table in enumerate(backends):
             b = self.backend(table, f"[[backend]] #{n + 1}")
             self.backends[b.pid] = b
 
@@ -336,7 +341,8 @@ class _Runner:
 
     # -- observing -----------------------------------------------------------------
 
-    def observe(self, at: float, previous: HostView | None) -> HostView:
+    def observe(self, at: float, previous: HostView | None = None) -> HostView:
+        """The host now, as ``build_state`` makes it from what an agent would see."""
         used = [0] * self.n_nodes
         for d in self.domains.values():
             for n, mib in enumerate(d.memory or []):
@@ -383,98 +389,10 @@ class _Runner:
         )
         return build_state(obs, previous)
 
-    # -- steps ---------------------------------------------------------------------
-
-    def run(self) -> None:
-        files = self.doc.get("rules")
-        if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
-            raise TestFileError("rules = [\"../some_rules.toml\", ...] is required: the rule "
-                                "files under test, relative to this file")
-        ruleset, errors = check_paths([self.path.parent / f for f in files])
-        if ruleset is None:
-            raise TestFileError("the rules under test do not load:\n  "
-                                + "\n  ".join(str(e) for e in errors))
-        steps = self.doc.get("step", [])
-        if not isinstance(steps, list) or not steps:
-            raise TestFileError("no [[step]] tables")
-        state: HostView | None = None
-        memory = Memory()
-        last_at = float("-inf")
-        for i, raw in enumerate(steps):
-            where = f"[[step]] #{i + 1}"
-            t = _check_keys(raw, _STEP_KEYS, where)
-            at = float(_need(t, "at", (int, float), where))
-            if at < last_at:
-                raise TestFileError(f"{where}: at = {at:g} is before the previous step")
-            last_at = at
-            for n, change in enumerate(t.get("set", [])):
-                self.apply(change, f"{where} set #{n + 1}")
-            state = self.observe(at, state)
-            if "event" not in t:
-                if "expect" in t:
-                    raise TestFileError(f"{where}: expect needs an event")
-                continue
-            event = self.event(t["event"], where)
-            decisions, memory = decide(state, event, at, ruleset, memory)
-            result = StepResult(i, at, event, decisions)
-            if "expect" in t:
-                self.compare(result, t["expect"], where, ruleset)
-            self.result.steps.append(result)
-
-    def event(self, raw: Any, where: str) -> Event:
-        if isinstance(raw, str):
-            raw = {"type": raw}
-        if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
-            raise TestFileError(f"{where}: event is a type name or a table with 'type'")
-        fields = {k: v for k, v in raw.items() if k != "type"}
-        try:
-            return make_event(raw["type"], **fields)
-        except EventError as exc:
-            raise TestFileError(f"{where}: {exc}") from None
-
-    def compare(self, result: StepResult, raw: Any, where: str, ruleset: RuleSet) -> None:
-        if not isinstance(raw, list):
-            raise TestFileError(f"{where}: expect is a list of tables")
-        expected = [self.expectation(e, f"{where} expect #{n + 1}", ruleset)
-                    for n, e in enumerate(raw)]
-        unmatched = list(result.decisions)
-        for e in expected:
-            hit = next((d for d in unmatched if e.matches(d)), None)
-            if hit is None:
-                result.missing.append(e)
-            else:
-                unmatched.remove(hit)
-        result.unexpected = [d for d in unmatched if d.outcome is not Outcome.SUPPRESSED]
-
-    def expectation(self, raw: Any, where: str, ruleset: RuleSet) -> Expectation:
-        t = _check_keys(raw, _EXPECT_KEYS, where)
-        rule = _need(t, "rule", str, where)
-        if ruleset.rule(rule) is None:
-            names = [r.name for r in ruleset.rules]
-            raise TestFileError(f"{where}: no rule named {rule!r}{suggest(rule, names)}")
-        subject = _need(t, "subject", str, where)
-        try:
-            subject = format_key(parse_key(subject))
-        except ValueError as exc:
-            raise TestFileError(f"{where}: {exc}") from None
-        outcome = _need(t, "outcome", str, where)
-        if outcome not in {o.value for o in Outcome}:
-            raise TestFileError(f"{where}: outcome {outcome!r} is not one of "
-                                + ", ".join(o.value for o in Outcome))
-        reason = t.get("reason")
-        if reason is not None and reason not in {r.value for r in Reason}:
-            raise TestFileError(f"{where}: reason {reason!r} is not one of "
-                                + ", ".join(r.value for r in Reason))
-        if reason is not None and outcome != Outcome.SUPPRESSED.value:
-            raise TestFileError(f"{where}: only a suppressed decision has a reason")
-        action = t.get("action")
-        if action is not None and not isinstance(action, dict):
-            raise TestFileError(f"{where}: action is a table of the keys to compare")
-        return Expectation(rule, subject, outcome, reason, action)
-
     # -- changes ---------------------------------------------------------------------
 
-    def apply(self, raw: Any, where: str) -> None:
+    def apply(self, raw: Any, where: str = "change") -> None:
+        """One change, as in a step's ``set`` list."""
         if not isinstance(raw, dict) or not raw:
             raise TestFileError(f"{where}: a change is a table")
         if "create" in raw:
@@ -541,3 +459,98 @@ class _Runner:
                 merged[key] = value
         merged.update({k: v for k, v in t.items() if k != "domain"})
         self.domains[dom.domid] = self.domain(merged, where)
+
+
+class _Runner:
+    def __init__(self, path: Path, doc: Mapping[str, Any], result: TestResult) -> None:
+        self.path = path
+        self.doc = _check_keys(doc, _TOP_KEYS, "file")
+        self.result = result
+        self.model = HostModel(doc.get("host", {}), doc.get("domain", []), doc.get("backend", []))
+
+    def run(self) -> None:
+        files = self.doc.get("rules")
+        if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
+            raise TestFileError("rules = [\"../some_rules.toml\", ...] is required: the rule "
+                                "files under test, relative to this file")
+        ruleset, errors = check_paths([self.path.parent / f for f in files])
+        if ruleset is None:
+            raise TestFileError("the rules under test do not load:\n  "
+                                + "\n  ".join(str(e) for e in errors))
+        steps = self.doc.get("step", [])
+        if not isinstance(steps, list) or not steps:
+            raise TestFileError("no [[step]] tables")
+        state: HostView | None = None
+        memory = Memory()
+        last_at = float("-inf")
+        for i, raw in enumerate(steps):
+            where = f"[[step]] #{i + 1}"
+            t = _check_keys(raw, _STEP_KEYS, where)
+            at = float(_need(t, "at", (int, float), where))
+            if at < last_at:
+                raise TestFileError(f"{where}: at = {at:g} is before the previous step")
+            last_at = at
+            for n, change in enumerate(t.get("set", [])):
+                self.model.apply(change, f"{where} set #{n + 1}")
+            state = self.model.observe(at, state)
+            if "event" not in t:
+                if "expect" in t:
+                    raise TestFileError(f"{where}: expect needs an event")
+                continue
+            event = self.event(t["event"], where)
+            decisions, memory = decide(state, event, at, ruleset, memory)
+            result = StepResult(i, at, event, decisions)
+            if "expect" in t:
+                self.compare(result, t["expect"], where, ruleset)
+            self.result.steps.append(result)
+
+    def event(self, raw: Any, where: str) -> Event:
+        if isinstance(raw, str):
+            raw = {"type": raw}
+        if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
+            raise TestFileError(f"{where}: event is a type name or a table with 'type'")
+        fields = {k: v for k, v in raw.items() if k != "type"}
+        try:
+            return make_event(raw["type"], **fields)
+        except EventError as exc:
+            raise TestFileError(f"{where}: {exc}") from None
+
+    def compare(self, result: StepResult, raw: Any, where: str, ruleset: RuleSet) -> None:
+        if not isinstance(raw, list):
+            raise TestFileError(f"{where}: expect is a list of tables")
+        expected = [self.expectation(e, f"{where} expect #{n + 1}", ruleset)
+                    for n, e in enumerate(raw)]
+        unmatched = list(result.decisions)
+        for e in expected:
+            hit = next((d for d in unmatched if e.matches(d)), None)
+            if hit is None:
+                result.missing.append(e)
+            else:
+                unmatched.remove(hit)
+        result.unexpected = [d for d in unmatched if d.outcome is not Outcome.SUPPRESSED]
+
+    def expectation(self, raw: Any, where: str, ruleset: RuleSet) -> Expectation:
+        t = _check_keys(raw, _EXPECT_KEYS, where)
+        rule = _need(t, "rule", str, where)
+        if ruleset.rule(rule) is None:
+            names = [r.name for r in ruleset.rules]
+            raise TestFileError(f"{where}: no rule named {rule!r}{suggest(rule, names)}")
+        subject = _need(t, "subject", str, where)
+        try:
+            subject = format_key(parse_key(subject))
+        except ValueError as exc:
+            raise TestFileError(f"{where}: {exc}") from None
+        outcome = _need(t, "outcome", str, where)
+        if outcome not in {o.value for o in Outcome}:
+            raise TestFileError(f"{where}: outcome {outcome!r} is not one of "
+                                + ", ".join(o.value for o in Outcome))
+        reason = t.get("reason")
+        if reason is not None and reason not in {r.value for r in Reason}:
+            raise TestFileError(f"{where}: reason {reason!r} is not one of "
+                                + ", ".join(r.value for r in Reason))
+        if reason is not None and outcome != Outcome.SUPPRESSED.value:
+            raise TestFileError(f"{where}: only a suppressed decision has a reason")
+        action = t.get("action")
+        if action is not None and not isinstance(action, dict):
+            raise TestFileError(f"{where}: action is a table of the keys to compare")
+        return Expectation(rule, subject, outcome, reason, action)
