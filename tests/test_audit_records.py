@@ -22,7 +22,7 @@ def test_decision_has_every_field_and_normalises_values() -> None:
         "it ran off its node",
         [
             R.Clause("vcpu.off_node_s > 2", {"vcpu.off_node_s": 2.5}, True),
-            {"expr": "node.idle", "values": {"idle": frozenset({3, 1})}, "result": 1},
+            {"expr": "node.idle", "values": {"idle": frozenset({3, 1})}, "result": True},
         ],
         rule_file="/etc/xnuma/rules.d/fixup.toml",
         event_seq=7,
@@ -98,3 +98,27 @@ def test_action_and_other_kinds() -> None:
     assert R.agent_start("0.1", 42, True, "sim")["dry_run"] is True
     assert R.agent_stop("SIGTERM", 0) == {"kind": "agent_stop", "reason": "SIGTERM", "exit_code": 0}
     assert {R.event("x")["kind"], a["kind"]} <= R.KINDS
+
+
+def test_trace_steps_from_the_rule_engine_are_taken_as_they_are() -> None:
+    from agent.rules.trace import TraceStep
+
+    body = R.decision(
+        "fixup",
+        "h",
+        {"domain": "A", "vcpu": 0},
+        "act",
+        "",
+        [
+            TraceStep("vcpu.off_node_for >= 2", (2.5, 2), True),
+            TraceStep("count(node.idle_cpus)", (frozenset({4, 2}),), 2),
+            {"text": "vcpu.node != vcpu.home", "values": [1, 0], "result": True},
+        ],
+    )
+    assert body["trace"] == [
+        {"expr": "vcpu.off_node_for >= 2", "values": [2.5, 2], "result": True},
+        {"expr": "count(node.idle_cpus)", "values": [[2, 4]], "result": 2},
+        {"expr": "vcpu.node != vcpu.home", "values": [1, 0], "result": True},
+    ]
+    with pytest.raises(R.RecordError, match=r"trace\[0\]: int is not a condition clause"):
+        R.decision("r", "h", {}, "act", "", [3])

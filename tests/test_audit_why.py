@@ -54,6 +54,7 @@ def build(path: Path) -> None:
                 [
                     R.Clause("vcpu.off_node_s >= 2", {"vcpu.off_node_s": 2.4}, True),
                     R.Clause("node.home.idle_pcpus > 0", {"idle": 0}, False),
+                    {"text": "count(home.idle)", "values": [[4, 5, 6]], "result": 3},
                 ],
                 suppressed_by="cooldown",
                 detail="fixed 1.5 s ago",
@@ -98,7 +99,7 @@ def test_why_tells_the_story_of_a_vcpu(tmp_path: Path) -> None:
         + "; hard affinity was narrowed to 0-27 (node 0) and restored at 13.0 s.",
         "At 14.5 s rule soft-affinity-fixup matched A vCPU 3 but did not act "
         "(cooldown: fixed 1.5 s ago): vcpu.off_node_s >= 2 [vcpu.off_node_s = 2.4] held; "
-        "node.home.idle_pcpus > 0 [idle = 0] did not hold.",
+        "node.home.idle_pcpus > 0 [idle = 0] did not hold; count(home.idle) [4-6] gave 3.",
         "At 20.0 s rule vcpu-swap acted on C vCPU 1 and A vCPU 3: each runs on the other's "
         "home node; narrowing hard affinity to 28-29 failed at 20.4 s after 3 attempts "
         "(xl vcpu-pin: timed out).",

@@ -13,8 +13,9 @@ Kinds and their fields (``?`` = may be absent):
 - ``decision``: ``rule``, ``rule_file``?, ``rule_hash``, ``subject``, ``peer``?,
   ``outcome`` (act | dry-run | suppressed), ``reason`` (plain sentence: why the
   rule fired), ``suppressed_by``? (short code, required when suppressed),
-  ``detail``?, ``trace`` (list of ``{expr, values, result}``), ``event``? (seq of
-  the triggering event)
+  ``detail``?, ``trace`` (list of ``{expr, values, result}``: values a map or the
+  operands in order; the rule engine's ``TraceStep`` is accepted as is),
+  ``event``? (seq of the triggering event)
 - ``action``: ``type``, ``params``, ``subject``, ``outcome`` (ok | failed |
   skipped), ``error``?, ``attempts``, ``duration`` (seconds), ``decision``? (seq)
 - ``rule_reload``: ``ok``, ``files`` (list of ``{path, hash}``), ``rules``, ``errors``
@@ -90,8 +91,8 @@ class Clause:
     """One evaluated condition of a rule: its text, the values it read, its result."""
 
     expr: str
-    values: Mapping[str, Any]
-    result: bool
+    values: Mapping[str, Any] | Sequence[Any]  # named, or the operands in order
+    result: Any  # a bool for a condition; a value for an aggregate or binding
 
 
 def plain(value: Any, where: str = "value") -> Any:
@@ -121,19 +122,33 @@ def plain(value: Any, where: str = "value") -> Any:
     raise RecordError(f"{where}: {type(value).__name__} {value!r} cannot be recorded")
 
 
-def clause_dict(clause: Clause | Mapping[str, Any], where: str = "trace") -> Body:
+def clause_dict(clause: Any, where: str = "trace") -> Body:
+    """``{expr, values, result}`` from a Clause, a map, or the rule engine's ``TraceStep``.
+
+    ``values`` is a map (name -> value) or the operands in order; ``result`` is
+    usually a bool, but an aggregate or a binding records its value.
+    """
     if isinstance(clause, Clause):
         expr, values, result = clause.expr, clause.values, clause.result
-    else:
-        missing = {"expr", "values", "result"} - set(clause)
+    elif isinstance(clause, Mapping):
+        text_key = "expr" if "expr" in clause else "text"
+        missing = {text_key, "values", "result"} - set(clause)
         if missing:
             raise RecordError(f"{where}: clause lacks {', '.join(sorted(missing))}")
-        expr, values, result = clause["expr"], clause["values"], clause["result"]
+        expr, values, result = clause[text_key], clause["values"], clause["result"]
+    elif all(hasattr(clause, a) for a in ("text", "values", "result")):  # rules.trace.TraceStep
+        expr, values, result = clause.text, clause.values, clause.result
+    else:
+        raise RecordError(f"{where}: {type(clause).__name__} is not a condition clause")
     if not isinstance(expr, str):
         raise RecordError(f"{where}.expr: expected a string, got {expr!r}")
-    if not isinstance(values, Mapping):
-        raise RecordError(f"{where}.values: expected a map, got {values!r}")
-    return {"expr": expr, "values": plain(values, f"{where}.values"), "result": bool(result)}
+    if not isinstance(values, Mapping | list | tuple):
+        raise RecordError(f"{where}.values: expected a map or a list, got {values!r}")
+    return {
+        "expr": expr,
+        "values": plain(values, f"{where}.values"),
+        "result": plain(result, f"{where}.result"),
+    }
 
 
 def _subject(subject: Subject | Mapping[str, Any] | None, where: str) -> Body:
@@ -185,7 +200,7 @@ def decision(
     subject: Subject | Mapping[str, Any],
     outcome: str,
     reason: str,
-    trace: Iterable[Clause | Mapping[str, Any]],
+    trace: Iterable[Any],
     *,
     suppressed_by: str | None = None,
     detail: str | None = None,

@@ -127,12 +127,19 @@ def trace_phrase(trace: Any) -> str:
         if not isinstance(clause, dict):
             continue
         values = clause.get("values")
-        shown = (
-            " [" + ", ".join(f"{k} = {_fmt_value(v)}" for k, v in values.items()) + "]"
-            if isinstance(values, dict) and values
-            else ""
-        )
-        verb = "held" if clause.get("result") else "did not hold"
+        if isinstance(values, dict) and values:
+            shown = " [" + ", ".join(f"{k} = {_fmt_value(v)}" for k, v in values.items()) + "]"
+        elif isinstance(values, list) and values:
+            shown = " [" + ", ".join(_fmt_value(v) for v in values) + "]"
+        else:
+            shown = ""
+        result = clause.get("result")
+        if result is True:
+            verb = "held"
+        elif result is False:
+            verb = "did not hold"
+        else:
+            verb = f"gave {_fmt_value(result)}"
         parts.append(f"{clause.get('expr')}{shown} {verb}")
     return "; ".join(parts) if parts else "no reason was recorded"
 
