@@ -135,3 +135,25 @@ def test_why_uses_wall_clock_without_agent_time(tmp_path: Path) -> None:
         "At 2024-05-01 12:00:03Z rule place acted on D: it fits on node 1; "
         "no action was recorded for it."
     ]
+
+
+def test_rule_engine_action_types_read_well(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    with AuditWriter(log) as w:
+        d = w.append(R.decision("swap", "h", C1, "act", "both are off home", []), mono=1.0)
+        w.append(
+            R.action("vcpu.swap", {"with_domid": 5, "with_vcpu": 3}, C1, "ok", decision_seq=d.seq),
+            mono=1.0,
+        )
+        w.append(
+            R.action(
+                "vcpu.fixup", {"node": 0}, C1, "skipped", error="domain gone", decision_seq=d.seq
+            ),
+            mono=2.0,
+        )
+        w.append(R.action("domain.set_soft", {"nodes": [1]}, C1, "ok"), mono=3.0)
+    assert explain(read_entries(log), "C") == [
+        "At 1.0 s rule swap acted on C vCPU 1: both are off home; it traded places with "
+        "domain 5 vCPU 3; bringing it back to node 0 was skipped at 2.0 s (domain gone).",
+        "At 3.0 s C vCPU 1: soft affinity was set to node 1.",
+    ]

@@ -64,6 +64,13 @@ ACTION_PARAMS: Final[Mapping[str, tuple[str, ...]]] = {
     "set_soft": ("cpus", "previous", "node"),  # soft affinity follows memory / rebalance
     "place": ("nodes", "memory_kib"),  # new domain placement
     "pin_backend": ("pid", "process", "cpus", "node"),  # dom0 backend thread
+    # The rule engine's own action types, when the agent records one whole.
+    "vcpu.fixup": ("domid", "vcpu", "node"),
+    "vcpu.swap": ("domid", "vcpu", "with_domid", "with_vcpu"),
+    "domain.set_soft": ("domid", "nodes"),
+    "backend.pin": ("pid", "domid", "node"),
+    "domain.place": ("name", "nodes", "memory_mib"),
+    "note": ("message",),
 }
 
 

@@ -84,6 +84,28 @@ _PHRASES: dict[str, Callable[[dict[str, Any]], tuple[str, str]]] = {
         f"{_cpus(p.get('cpus'))}{_node(p)}",
         f"pinning backend {p.get('process', '?')} (pid {p.get('pid', '?')})",
     ),
+    # The rule engine's action types (agent.rules.actions), when logged whole.
+    "vcpu.fixup": lambda p: (
+        f"it was brought back to node {p.get('node', '?')}",
+        f"bringing it back to node {p.get('node', '?')}",
+    ),
+    "vcpu.swap": lambda p: (
+        f"it traded places with domain {p.get('with_domid', '?')} vCPU {p.get('with_vcpu', '?')}",
+        f"trading places with domain {p.get('with_domid', '?')} vCPU {p.get('with_vcpu', '?')}",
+    ),
+    "domain.set_soft": lambda p: (
+        f"soft affinity was set to {_nodes(p.get('nodes'))}",
+        f"setting soft affinity to {_nodes(p.get('nodes'))}",
+    ),
+    "backend.pin": lambda p: (
+        f"backend pid {p.get('pid', '?')} was pinned to node {p.get('node', '?')}",
+        f"pinning backend pid {p.get('pid', '?')} to node {p.get('node', '?')}",
+    ),
+    "domain.place": lambda p: (
+        f"{p.get('name', 'it')} was placed on {_nodes(p.get('nodes', '?'))}",
+        f"placing {p.get('name', 'it')}",
+    ),
+    "note": lambda p: (str(p.get("message", "")), "a note"),
 }
 
 
