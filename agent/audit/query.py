@@ -73,7 +73,7 @@ class Filter:
     outcome: str | None = None
     kinds: frozenset[str] = frozenset()
     # Decisions taken by ``rule``: their actions match too (actions name no rule).
-    _rule_decisions: set[int] = field(default_factory=set)
+    _rule_decisions: set[int] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         unknown = self.kinds - records.KINDS
