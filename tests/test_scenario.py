@@ -256,17 +256,18 @@ def test_pool0_must_keep_a_cpu_and_dom0_events_are_limited() -> None:
 
 
 def test_create_and_destroy_story() -> None:
+    # web's first event is not a create: web exists from the start, so creating it at 2.5 s
+    # is an error.
     text = SMALL + """
 [[timeline]]
 at_s = 2.5
 action = "create"
 domain = "web"
 """
-    # web exists from the start (it has a create event, so it does not): creating it at 2.5
-    # is then fine, but the set-affinity at 2 s finds it absent.
     errors = errors_of(text)
-    assert errors == ("[[timeline]] #1 key 'action': at 2 s: cannot set-affinity web, which "
-                      "is absent then",)
+    assert errors == ("[[timeline]] #4 key 'action': at 2.5 s: cannot create web, which "
+                      "is running then",)
+    # First event a create: web waits for it; destroyed and created again later.
     text = SMALL.replace("at_s = 2\n", "at_s = 2.7\n") + """
 [[timeline]]
 at_s = 2.5
@@ -276,11 +277,15 @@ domain = "web"
 at_s = 2.8
 action = "destroy"
 domain = "web"
+[[timeline]]
+at_s = 2.9
+action = "create"
+domain = "web"
 """
     s = parse_scenario(text, source="s.toml")
     assert s.initial == ("db",)
-    assert [(e.at_s, e.action) for e in s.timeline][-3:] == [
-        (2.5, "create"), (2.7, "set-affinity"), (2.8, "destroy")]
+    assert [(e.at_s, e.action) for e in s.timeline][-4:] == [
+        (2.5, "create"), (2.7, "set-affinity"), (2.8, "destroy"), (2.9, "create")]
 
 
 def test_set_affinity_needs_a_mask_in_the_pool() -> None:

@@ -621,7 +621,11 @@ class _Parser:
             return None
         if self.errors:
             return None  # replaying a broken timeline would only repeat the errors above
-        created_later = {e.domain for _, e in timeline if e.action == "create"}
+        # A domain whose first event is a create waits for it; the others exist from 0.
+        first_action: dict[str, str] = {}
+        for _, e in timeline:
+            first_action.setdefault(e.domain, e.action)
+        created_later = {name for name, action in first_action.items() if action == "create"}
         initial = tuple(d.name for d in domains if d.name not in created_later)
         self.check_story(timeline, domains, initial, paused)
         if self.errors:
