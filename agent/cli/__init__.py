@@ -1,0 +1,36 @@
+"""The ``xnuma`` command line: one subcommand per part of the agent."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from agent.cli import audit_cmd, xenstored_cmd
+
+# Each subcommand module offers ``register(subparsers)``; the parser it adds
+# carries a ``func(args) -> int`` default that runs it.
+_SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
+    xenstored_cmd.register,
+    audit_cmd.register,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xnuma", description="Event-driven NUMA balancing agent for Xen hosts."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in _SUBCOMMANDS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    return func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
