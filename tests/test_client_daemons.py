@@ -442,3 +442,52 @@ async def test_embedded_daemon_over_its_unix_socket(nursery: trio.Nursery) -> No
             assert (await events.receive()).path == b"/u/v"
     finally:
         shutil.rmtree(rundir, ignore_errors=True)
+
+
+async def test_embedded_daemon_in_memory_runs_on_virtual_time(
+    autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+) -> None:
+    """How the simulator uses it: in-memory streams under a MockClock, so
+    backoff and reconnects take exact virtual time."""
+    embedded = EmbeddedDaemon(nursery)
+    reconnect = Backoff(attempts=5, initial=1.0, multiplier=2.0, maximum=10.0, jitter=0.0)
+    retry = Backoff(attempts=3, initial=0.25, jitter=0.0)
+    async with (
+        open_client(embedded.transport(), reconnect=reconnect) as xs,
+        open_client(embedded.transport()) as other,
+        xs.watch("/sim", token="s") as events,
+    ):
+        assert await events.receive() == (b"/sim", b"s")
+
+        await xs.write("/sim/n", b"0")
+        assert await events.receive() == (b"/sim/n", b"s")
+        tries = 0
+
+        async def bump(tx: Transaction) -> None:
+            nonlocal tries
+            tries += 1
+            n = int(await tx.read("/sim/n"))
+            if tries == 1:
+                await other.write("/sim/n", b"5")
+            await tx.write("/sim/n", b"%d" % (n + 1))
+
+        start = trio.current_time()
+        await xs.transact(bump, retry=retry)
+        assert (tries, trio.current_time() - start) == (2, 0.25)
+        assert await xs.read("/sim/n") == b"6"
+
+        async def restart_later() -> None:
+            await trio.sleep(2.5)
+            embedded.restart_now()
+
+        await embedded.kill()
+        dropped = trio.current_time()
+        nursery.start_soon(restart_later)
+        assert await xs.wait_reconnected(1) == 2
+        # refused at +0 and +1 (after a 1 s wait), connected at +3 (after 2 s more)
+        assert trio.current_time() - dropped == 3.0
+        seen = [await events.receive() for _ in range(4)]
+        assert [e.path for e in seen[:2]] == [b"/sim/n", b"/sim/n"]  # the other write, the commit
+        assert isinstance(seen[2], Reconnected) and seen[3] == (b"/sim", b"s")
+        await xs.write("/sim/after", b"1")
+        assert await events.receive() == (b"/sim/after", b"s")
