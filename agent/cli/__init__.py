@@ -6,13 +6,15 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from agent.cli import audit_cmd, xenstored_cmd
+from agent.cli import audit_cmd, rules_cmd, sim_cmd, xenstored_cmd
 
 # Each subcommand module offers ``register(subparsers)``; the parser it adds
 # carries a ``func(args) -> int`` default that runs it.
 _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
     xenstored_cmd.register,
     audit_cmd.register,
+    rules_cmd.register,
+    sim_cmd.register,
 )
 
 
