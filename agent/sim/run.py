@@ -6,12 +6,14 @@ timeline's events when their time comes, turns each bucket's accounting into
 metrics, and groups the buckets into phases (a phase runs from one event
 instant to the next).
 
-An agent plugs in two ways, both in simulated time:
+An agent plugs in three ways, all in simulated time:
+- ``Runner.run_async(agent)``: the run executes under trio, the host moving
+  with trio's clock (virtual under MockClock), while the ``Agent`` runs in the
+  same nursery and talks to the host through the Hypervisor interface
+  (``SimHypervisor``): the production agent, unchanged;
 - ``Runner.run(hook)``: a ``BucketHook`` is called after every bucket with the
-  runner (hence the host) and may act on the host before time moves on;
-- ``Runner.step()`` / ``Runner.next_stop_ns()``: a driver that owns the loop
-  itself, such as a trio task that sleeps until ``next_stop_ns()`` on a
-  MockClock while the agent's tasks talk to the host's Hypervisor backend.
+  runner (hence the host) and may act on it before time moves on;
+- ``Runner.step()`` / ``Runner.next_stop_ns()``: a driver that owns the loop.
 Either way the agent reports its action counts and outstanding temporary pins
 through ``AgentReport``; the result carries them.
 """
@@ -23,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from agent.hypervisor.interface import Hypervisor
 from agent.hypervisor.model import CpuSet, DomainInfo
 from agent.sim.accounting import Accounting
 from agent.sim.metrics import (
@@ -87,6 +90,16 @@ class AgentReport:
 
     actions: dict[str, int] = field(default_factory=dict)
     temporary_pins_outstanding: int = 0
+
+
+class Agent(Protocol):
+    """An agent running beside the simulated host under trio (``Runner.run_async``)."""
+
+    async def run(self, hypervisor: Hypervisor) -> None:
+        """Watch and act until cancelled."""
+        ...
+
+    def report(self) -> AgentReport: ...
 
 
 class BucketHook(Protocol):
@@ -358,6 +371,41 @@ class Runner:
             if hook is not None:
                 hook.on_bucket(self)
         return self.result(hook.report() if hook is not None else None)
+
+    async def run_async(
+        self, agent: Agent | None = None, hypervisor: Hypervisor | None = None
+    ) -> RunResult:
+        """Run under trio with ``agent`` beside the host, one trio second per simulated
+        second from now: virtual time under trio's MockClock, wall time otherwise.
+
+        The agent talks to the host through ``hypervisor`` (by default a
+        ``SimHypervisor`` over it); its actions land at the host's current time. Before
+        each bucket the driver waits until every other task is blocked, so whatever the
+        agent does at an instant is done before the host moves on, and a run is
+        reproducible even though trio wakes simultaneous tasks in random order.
+        """
+        import trio
+        import trio.testing
+
+        if agent is not None and hypervisor is None:
+            from agent.sim.backend import SimHypervisor
+            from agent.sim.engine import SimHost
+
+            if not isinstance(self.host, SimHost):
+                raise TypeError("pass a hypervisor for a host that is not a SimHost")
+            hypervisor = SimHypervisor(self.host)
+        origin = trio.current_time() - self.now_ns / NS_PER_S
+        self.start()
+        async with trio.open_nursery() as nursery:
+            if agent is not None:
+                assert hypervisor is not None
+                nursery.start_soon(agent.run, hypervisor)
+            while not self.done:
+                await trio.sleep_until(origin + self.next_stop_ns() / NS_PER_S)
+                await trio.testing.wait_all_tasks_blocked()
+                self.step()
+            nursery.cancel_scope.cancel()
+        return self.result(agent.report() if agent is not None else None)
 
     def result(self, report: AgentReport | None = None) -> RunResult:
         events: list[EventResult] = []
