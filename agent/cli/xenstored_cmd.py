@@ -42,15 +42,23 @@ async def _serve(path: str) -> None:
                 break
 
 
+def _leaves(exc: BaseException) -> list[OSError]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc] if isinstance(exc, OSError) else []
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    failures: list[OSError] = []
     try:
         trio.run(_serve, args.socket)
-    except OSError as exc:
+    except* OSError as group:
+        failures += _leaves(group)
+    for exc in failures:
         print(f"xnuma xenstored: cannot serve on {args.socket}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if failures else 0
