@@ -15,11 +15,14 @@ Faults: when the connection drops, every pending request raises
 ``ConnectionLost`` at once. The client then reconnects in the background
 with bounded backoff; requests made meanwhile wait for the new connection (or
 raise ``ConnectionLost`` when the client gives up). Transactions die with
-their connection. On reconnect every open watch is registered again and its
-channel first receives a ``Reconnected`` event (``event.resync`` is True) for
-the watched path, then the daemon's registration event: changes made while
-disconnected are lost, so the reader must re-read its subtree. Code that
-caches what it read outside any watch can follow ``generation`` and
+their connection and are not retried (a commit whose reply was lost may or
+may not have happened). On reconnect every open watch is registered again
+and its channel first receives a ``Reconnected`` event (``event.resync`` is
+True) for the watched path, then the daemon's registration event: changes
+made while disconnected are lost, so the reader must re-read its subtree.
+The new connection serves requests only once all watches are back on it, so
+a re-read after ``Reconnected`` cannot miss a later change. Code that caches
+what it read outside any watch can follow ``generation`` and
 ``wait_reconnected()`` for the same purpose.
 
 Closing (leaving ``open_client``) fails every pending request with
