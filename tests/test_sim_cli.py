@@ -175,3 +175,23 @@ def test_scenario_the_host_refuses_is_a_usage_error(
     assert xnuma(["sim", str(big)]) == 2
     err = capsys.readouterr().err
     assert f"xnuma sim: error: {big}:" in err and "B" in err
+
+
+def test_plot_without_matplotlib_is_a_clear_usage_error(
+    small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    assert xnuma(["sim", str(small), "--plot", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "plotting needs matplotlib, an optional extra: pip install 'xnuma[plot]'" in err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_help_lists_the_shipped_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        xnuma(["sim", "--help"])
+    assert info.value.code == 0
+    assert "seed-abc, seed-abc-4node" in " ".join(capsys.readouterr().out.split())
