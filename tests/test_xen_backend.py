@@ -8,10 +8,12 @@ testbed's command channel (`testbed.py run -- xl ...` is the backend's argv pref
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,3 +130,45 @@ async def test_missing_domain(hv: XlHypervisor) -> None:
         await hv.vcpus(99)
     with pytest.raises(NoSuchDomain):
         await hv.set_vcpu_affinity(99, 0, ALL, None)
+
+
+# --- the libxenctrl backend's core, run inside dom0 (tests/xen/xenctrl_probe.py) -----------------
+
+
+def probe(testbed: Testbed, *args: str) -> dict[str, Any]:
+    argv = ["python3", "/xnuma-src/tests/xen/xenctrl_probe.py", *args]
+    out: dict[str, Any] = json.loads(testbed.run(argv, timeout=180, check=True).stdout)
+    return out
+
+
+async def test_xenctrl_agrees_with_xl(hv: XlHypervisor, testbed: Testbed) -> None:
+    obs = probe(testbed, "observe")
+    assert obs["version"] == [4, 17]
+    topo = await hv.topology()
+    assert [sorted(n.cpus) for n in topo.nodes] == [n["cpus"] for n in obs["nodes"]]
+    assert [list(row) for row in topo.distances] == obs["distances"]
+    # xl prints MiB, rounded down.
+    assert [n.memory_total_kib for n in topo.nodes] == [
+        n["total_kib"] // 1024 * 1024 for n in obs["nodes"]
+    ]
+    by_id = {d.domid: d for d in await hv.domains()}
+    for d in obs["domains"]:
+        xl_dom = by_id[d["domid"]]
+        assert (d["name"], d["uuid"], d["vcpus"]) == (xl_dom.name, xl_dom.uuid, xl_dom.vcpus)
+    xl_masks = {(v.domid, v.vcpu): (v.hard, v.soft) for v in await hv.vcpus()}
+    xc_masks = {
+        (v["domid"], v["vcpu"]): (frozenset(v["hard"]), frozenset(v["soft"])) for v in obs["vcpus"]
+    }
+    assert xc_masks == xl_masks
+    for name in ("A", "B"):
+        domid = domid_of(testbed, name)
+        assert tuple(obs["memory"][str(domid)]) == await hv.memory_per_node(domid)
+
+
+async def test_xenctrl_pin(hv: XlHypervisor, testbed: Testbed) -> None:
+    a = domid_of(testbed, "A")
+    assert probe(testbed, "pin", str(a), "0", "4-5", "-") == {"hard": [4, 5], "soft": [0, 1, 2, 3]}
+    v0 = (await hv.vcpus(a))[0]
+    assert (v0.hard, v0.soft) == (frozenset({4, 5}), frozenset(range(4)))
+    restored = probe(testbed, "pin", str(a), "0", "0-7", "-")
+    assert restored == {"hard": list(range(8)), "soft": [0, 1, 2, 3]}

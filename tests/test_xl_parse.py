@@ -70,8 +70,8 @@ def test_list_plain_verbose_pool_numa() -> None:
     assert all(row.uuid is None and row.pool is None for row in plain)
     verbose = xp.parse_xl_list(text(C2, "list-v.txt"))
     assert verbose[0].uuid == xp.NIL_UUID
-    assert verbose[1].uuid == "109bf653-c285-486e-a458-12e31b719587"
-    assert verbose[1].cpu_time_s == pytest.approx(115.4)
+    assert verbose[1].uuid == "d7712e41-54ac-4314-9485-d26ae9301264"
+    assert verbose[1].cpu_time_s == pytest.approx(315.5)
     pools = xp.parse_xl_list(text(C2, "list-c.txt"))
     assert {row.pool for row in pools} == {"Pool-0"}
     numa = xp.parse_xl_list(text(C2, "list-n.txt"))
@@ -122,7 +122,7 @@ def test_domains_merge_list_and_long() -> None:
     assert [d.domid for d in doms] == [0, 1, 2, 3]
     assert doms[0].uuid == xp.NIL_UUID and doms[0].vcpus == 2 and doms[0].memory_kib == 786431
     assert doms[3].vcpus == 1 and doms[3].memory_kib == 131072
-    assert doms[1].uuid == "109bf653-c285-486e-a458-12e31b719587"
+    assert doms[1].uuid == "d7712e41-54ac-4314-9485-d26ae9301264"
     # Without `xl list -l`: vCPUs online and MiB from the row.
     bare = xp.domains_from(xp.parse_xl_list(text(C2, "list-c.txt")))
     assert bare[0].memory_kib == 768 * 1024 and bare[0].pool == "Pool-0"
@@ -140,14 +140,14 @@ def test_vcpu_list_with_pins() -> None:
     all_cpus = r(0, 7)
     v = {(x.domid, x.vcpu): x for x in xp.parse_vcpu_list(text(C2, "vcpu-list.txt"), all_cpus)}
     assert len(v) == 7
-    assert v[0, 0].cpu == 7 and v[0, 0].state is VcpuState.RUNNING
-    assert v[0, 1].state is VcpuState.BLOCKED
+    assert v[0, 0].cpu == 6 and v[0, 0].state is VcpuState.BLOCKED
+    assert v[0, 1].cpu == 4 and v[0, 1].state is VcpuState.RUNNING
     assert (v[1, 0].hard, v[1, 0].soft) == (all_cpus, r(0, 3))
     assert (v[1, 1].hard, v[1, 1].soft) == (r(0, 3), r(0, 3))  # pinned `A 1 0-3 -`
     assert (v[2, 0].hard, v[2, 0].soft) == (all_cpus, r(4, 7))  # pinned `B 0 - 4-7`
     assert v[2, 1].soft == r(2, 5)
     assert (v[3, 0].hard, v[3, 0].soft) == (r(4, 7), frozenset({6, 7}))
-    assert v[3, 0].time_ns == 20_600_000_000
+    assert v[3, 0].time_ns == 38_400_000_000
     one = xp.parse_vcpu_list_rows(text(C2, "vcpu-list-A.txt"), all_cpus)
     assert [(row.name, row.vcpu.vcpu) for row in one] == [("A", 0), ("A", 1)]
 

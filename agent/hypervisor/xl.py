@@ -125,6 +125,11 @@ class XlHypervisor:
 
     async def run(self, *args: str) -> str:
         """stdout of `xl ARGS`, retried on failures that may pass (timeouts, exit status)."""
+        return await self._parsed(str, *args)
+
+    async def _parsed(self, parse: Callable[[str], T], *args: str) -> T:
+        """Run and parse, one bounded retry loop for both: output cut short by a race
+        (a domain going away mid-listing) is worth another try, like a failed run."""
         p = self._policy
         retrying = tenacity.AsyncRetrying(
             sleep=trio.sleep,
@@ -135,22 +140,7 @@ class XlHypervisor:
         )
         async for attempt in retrying:
             with attempt:
-                return await self._once(args)
-        raise AssertionError("unreachable: tenacity reraises")
-
-    async def _parsed(self, parse: Callable[[str], T], *args: str) -> T:
-        """Run and parse, retrying a parse failure too (output may be cut by a race)."""
-        p = self._policy
-        retrying = tenacity.AsyncRetrying(
-            sleep=trio.sleep,
-            stop=tenacity.stop_after_attempt(p.attempts),
-            wait=tenacity.wait_exponential(multiplier=p.backoff_first_s, max=p.backoff_max_s),
-            retry=tenacity.retry_if_exception_type(xl_parse.XlParseError),
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                return parse(await self.run(*args))
+                return parse(await self._once(args))
         raise AssertionError("unreachable: tenacity reraises")
 
     # --- the Hypervisor interface ----------------------------------------------------------------
