@@ -195,3 +195,13 @@ def test_help_lists_the_shipped_scenarios(capsys: pytest.CaptureFixture[str]) ->
         xnuma(["sim", "--help"])
     assert info.value.code == 0
     assert "seed-abc, seed-abc-4node" in " ".join(capsys.readouterr().out.split())
+
+
+def test_missing_scipy_is_a_clear_usage_error(
+    small: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "scipy.optimize", None)
+    assert xnuma(["sim", str(small)]) == 2
+    assert "need scipy, an optional extra: pip install 'xnuma[sim]'" in capsys.readouterr().err

@@ -64,6 +64,12 @@ def run(args: argparse.Namespace) -> int:
     from agent.sim.run import Runner
 
     try:
+        import scipy.optimize  # noqa: F401  (the efficiency LP)
+    except ImportError:
+        _error("the simulator's metrics need scipy, an optional extra: pip install 'xnuma[sim]'")
+        return EXIT_USAGE
+
+    try:
         scenario = load_scenario(args.scenario)
     except ScenarioError as exc:
         for line in str(exc).splitlines():
