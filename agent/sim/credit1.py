@@ -109,7 +109,9 @@ class Credit1:
         self.boosted = 0  # running a BOOST vCPU (may be stale: checked at tick)
         self.inactive = 0  # running a vCPU off the active list (may be stale)
         self.outside_soft = 0  # running a vCPU outside its soft-affinity step
+        self.spread = 0  # running a vCPU whose pick mask reaches other sockets
         self.lazy = 0  # lone runner whose slice end is deferred
+        self.lazy_over = 0  # ... whose vCPU is OVER (may steal once work queues)
         self.smt = any(m & (m - 1) for m in topo.sib_mask)
 
     def start(self) -> None:
@@ -153,6 +155,7 @@ class Credit1:
             self.nq_hi += 1
         if self.lazy >> cpu & 1:
             self.lazy &= ~(1 << cpu)
+            self.lazy_over &= ~(1 << cpu)
             self.core.arm_slice(cpu)
 
     def _runq_remove(self, cpu: int, v: Vcpu) -> None:
@@ -168,16 +171,14 @@ class Credit1:
 
     def _arm_lazy_over(self) -> None:
         """A vCPU of priority UNDER/BOOST is queued: lone OVER runners may steal it."""
-        cur = self.core.cur
-        m = self.lazy
+        m = self.lazy_over
+        self.lazy &= ~m
+        self.lazy_over = 0
+        arm = self.core.arm_slice
         while m:
             low = m & -m
             m ^= low
-            cpu = low.bit_length() - 1
-            v = cur[cpu]
-            if v is not None and v.pri == PRI_OVER:
-                self.lazy &= ~low
-                self.core.arm_slice(cpu)
+            arm(low.bit_length() - 1)
 
     # -- hooks called by the engine (struct scheduler) --------------------------
 
@@ -346,6 +347,8 @@ class Credit1:
         core = self.core
         now = core.now
         bit = 1 << cpu
+        self.lazy &= ~bit
+        self.lazy_over &= ~bit
         if prev is not None:
             self._burn(prev, now)
             runtime = now - prev.state_entry
@@ -373,28 +376,36 @@ class Credit1:
         if snext is None:
             self.idlers |= bit
             self.busy &= ~bit
-            self.lazy &= ~bit
             return None, -1, False
         self.idlers &= ~bit
         self.busy |= bit
+        if snext is not prev:
+            snext.start_time = now
         if snext.pri == PRI_BOOST:
             self.boosted |= bit
         if not snext.active:
             self.inactive |= bit
-        if snext.has_soft and not snext.smask >> cpu & 1:
-            self.outside_soft |= bit
-        else:
+        if snext.has_soft and snext.smask >> cpu & 1:
             self.outside_soft &= ~bit
+            step_mask = snext.smask
+        else:
+            if snext.has_soft:
+                self.outside_soft |= bit
+            else:
+                self.outside_soft &= ~bit
+            step_mask = snext.hmask
+        if step_mask & ~self.topo.core_mask[cpu]:
+            self.spread |= bit
+        else:
+            self.spread &= ~bit
         # A lone vCPU's slice end changes nothing unless a peer has queued work
         # it could steal (only if OVER) or someone queues here: defer it.
-        lazy = not rq and (snext.pri != PRI_OVER or not self.nq_hi)
-        if lazy:
+        if not rq and (snext.pri != PRI_OVER or not self.nq_hi):
             self.lazy |= bit
-        else:
-            self.lazy &= ~bit
-        if snext is not prev:
-            snext.start_time = now
-        return snext, TSLICE_NS, lazy
+            if snext.pri == PRI_OVER:
+                self.lazy_over |= bit
+            return snext, TSLICE_NS, True
+        return snext, TSLICE_NS, False
 
     def _load_balance(self, cpu: int, pri: int) -> Vcpu | None:
         """csched_load_balance: steal soft-affine work first, from our node first."""
@@ -546,11 +557,16 @@ class Credit1:
                         self.nq_hi += 1
                     else:
                         self.nq_hi -= 1
-                elif v.is_running and not new_hi and self.nq_hi and cur[v.cpu] is v:
+                elif v.is_running and cur[v.cpu] is v and self.lazy >> v.cpu & 1:
                     bit = 1 << v.cpu
-                    if self.lazy & bit:
+                    if new_hi:
+                        self.lazy_over &= ~bit
+                    elif self.nq_hi:
                         self.lazy &= ~bit
+                        self.lazy_over &= ~bit
                         core.arm_slice(v.cpu)
+                    else:
+                        self.lazy_over |= bit
         self.credit_balance = credit_balance
         self.runq_sort += 1
 
@@ -599,9 +615,10 @@ class Credit1:
 
         With no idler in its masks a running vCPU's pick is its own pCPU. With
         idlers it moves if work is queued behind it, if it runs outside its
-        soft affinity and an idler is inside, if another socket is more than
-        twice as idle as its own, or (SMT) if its core is half busy while a
-        core of its socket is wholly idle. Anything else picks its own pCPU.
+        soft affinity and an idler is inside, if its pick mask reaches another
+        socket more than twice as idle as its own, or (SMT) if its core is
+        wholly busy while a core of its socket is wholly idle. Anything else
+        picks its own pCPU (tests/test_credit1.py checks this against _pick).
         """
         topo = self.topo
         idle = self.idlers
@@ -614,7 +631,7 @@ class Credit1:
                 continue
             others = second if counts[node] == top else top
             if others > 2 * (counts[node] + 1):
-                todo |= busy & m
+                todo |= busy & m & self.spread
         if self.smt:
             sib = topo.sib_mask
             for m in topo.node_mask:

@@ -378,6 +378,43 @@ class Credit2:
                 score += CREDIT_INIT
         return score
 
+    def _best_to_preempt(
+        self, new: Vcpu, rqd: Runq, mask: int, now: int, best: int
+    ) -> tuple[int, int]:
+        """The rest of runq_tickle's scan: tickle_score() over ``mask``, inlined."""
+        cur = self.core.cur
+        cut = now - (RATELIMIT_NS - RATELIMIT_TICKLE_TOLERANCE)
+        ncredit = new.credit
+        ncpu = new.cpu
+        nsoft = new.soft
+        max_weight = rqd.max_weight
+        ipid = -1
+        while mask:
+            low = mask & -mask
+            mask ^= low
+            c = cur[low.bit_length() - 1]
+            if c is None or c.state_entry >= cut:
+                continue  # idle (tasklet) or not preemptable: score -1
+            delta = now - c.start_time
+            if delta > 0:  # burn_credits(rqd, cur, now)
+                val, c.residual = divmod(delta * max_weight + c.residual, c.dom.weight)
+                credit = c.credit - val
+                c.credit = credit if credit > CREDIT_MIN else CREDIT_MIN
+                c.start_time = now
+            i = low.bit_length() - 1
+            score = ncredit - c.credit
+            if i != ncpu:
+                score -= MIGRATE_RESIST
+            if score > 0:
+                if nsoft & low:
+                    score += CREDIT_INIT
+                if not c.soft & low:
+                    score += CREDIT_INIT
+            if score > best:
+                best = score
+                ipid = i
+        return ipid, best
+
     def _runq_tickle(self, new: Vcpu, now: int) -> None:
         """runq_tickle: idle core, idle pCPU (soft then hard), else best to preempt."""
         cpu = new.cpu
@@ -414,10 +451,9 @@ class Credit2:
                         ipid = cpu
                         if new.soft >> cpu & 1:
                             mask = 0  # in new's soft affinity: just take it
-                for i in _bits(mask):
-                    score = self._tickle_score(new, i, now)
-                    if score > best:
-                        best = score
+                if mask:
+                    i, best = self._best_to_preempt(new, rqd, mask, now, best)
+                    if i >= 0:
                         ipid = i
                 if ipid < 0:
                     return

@@ -251,7 +251,7 @@ class SimHost(HostCore):
             PlacedDomain(d.pool.cpus, d.node_affinity, tuple(v.hard for v in d.vcpus))
             for d in self.domains.values()
         ]
-        on_node = nr_vcpus_on_nodes(topo.node_of, topo.nnodes, pool.cpus, placed)
+        on_node = nr_vcpus_on_nodes(topo.node_mask, pool.cpus, placed)
         nodes = numa_candidate(
             free_kib=self.mem_free_kib,
             node_cpus=topo.node_mask,
@@ -392,10 +392,10 @@ class SimHost(HostCore):
                 state = DomainState.SHUTDOWN
             elif d.paused:
                 state = DomainState.PAUSED
-            elif any(v.is_running for v in d.vcpus):
-                state = DomainState.RUNNING
+            elif all(v.pflags & BLOCKED for v in d.vcpus):
+                state = DomainState.BLOCKED  # XEN_DOMINF_blocked: every vCPU blocked
             else:
-                state = DomainState.BLOCKED
+                state = DomainState.RUNNING
             out.append(
                 DomainInfo(domid, d.name, d.uuid, state, len(d.vcpus), sum(d.mem_kib), d.pool.name)
             )

@@ -30,26 +30,21 @@ class PlacedDomain:
 
 
 def nr_vcpus_on_nodes(
-    node_of: Sequence[int], nnodes: int, suitable: int, domains: Sequence[PlacedDomain]
+    node_mask: Sequence[int], suitable: int, domains: Sequence[PlacedDomain]
 ) -> list[int]:
     """``nr_vcpus_on_nodes``: per node, vCPUs of existing domains that may run there.
 
     A vCPU counts once per node where it has a pCPU that is suitable (in the new
     domain's pool), in its own pool, and on a node of its domain's node affinity.
     """
+    nnodes = len(node_mask)
     counts = [0] * nnodes
     for dom in domains:
         usable = suitable & dom.pool_cpus
         for hard in dom.hard:
             m = hard & usable
-            counted = 0
-            while m:
-                low = m & -m
-                m ^= low
-                node = node_of[low.bit_length() - 1]
-                bit = 1 << node
-                if dom.node_affinity & bit and not counted & bit:
-                    counted |= bit
+            for node in range(nnodes):
+                if dom.node_affinity >> node & 1 and m & node_mask[node]:
                     counts[node] += 1
     return counts
 
