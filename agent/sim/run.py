@@ -16,6 +16,10 @@ An agent plugs in three ways, all in simulated time:
 - ``Runner.step()`` / ``Runner.next_stop_ns()``: a driver that owns the loop.
 Either way the agent reports its action counts and outstanding temporary pins
 through ``AgentReport``; the result carries them.
+
+The efficiency optimum respects the hard affinity the *scenario* sets (domain
+definitions and set-affinity events), not an agent's temporary pins: a pin is
+the agent's choice, and must not lower the bar it is measured against.
 """
 
 from __future__ import annotations
