@@ -120,7 +120,7 @@ def test_shipped_seed_scenario() -> None:
     assert a.soft == frozenset(range(28)) and b.soft == c.soft == frozenset(range(28, 56))
     assert (a.memory_nodes, b.memory_nodes, c.memory_nodes) == ((0,), (1,), (1,))
     assert [(e.at_s, e.action, e.domain) for e in s.timeline] == [
-        (10.0, "pause", "A"), (20.0, "pause", "B"), (20.0, "unpause", "A")]
+        (10.0, "pause", "A"), (20.0, "unpause", "A"), (21.0, "pause", "B")]
     assert load_scenario("seed-abc.toml") == s
 
 
