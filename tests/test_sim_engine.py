@@ -74,7 +74,7 @@ def test_lifecycle_states_and_pause_frees_pcpus(sched: SchedulerName) -> None:
     h.advance(400 * MS)
     h.shutdown(b)
     assert {d.domid: d.state for d in h.domain_info()}[b] is DomainState.SHUTDOWN
-    assert {v.state for v in h.vcpu_info(b)} == {VcpuState.OFFLINE}
+    assert {(v.state, v.cpu) for v in h.vcpu_info(b)} == {(VcpuState.OFFLINE, None)}
     assert sorted(running_cpus(h, a)) == [0, 1]
     free = h.topology().nodes[0].memory_free_kib
     h.destroy(b)

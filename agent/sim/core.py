@@ -43,6 +43,7 @@ class HostCore:
         self._touched: list[Vcpu] = []
         self._demanding: dict[Vcpu, None] = {}
         self._acct_from = 0
+        self._busy = [0] * topo.nnodes  # per node, run time not yet taken
         self.events_run = 0
 
     # -- services for the scheduler models (objects.Core) ----------------------
@@ -159,7 +160,9 @@ class HostCore:
     def _stop_running(self, v: Vcpu) -> None:
         now = self.now
         ran = now - v.run_start
-        v.acc_run[self.topo.node_of[v.cpu]] += ran
+        node = self.topo.node_of[v.cpu]
+        v.acc_run[node] += ran
+        self._busy[node] += ran
         v.total_run += ran
         v.run_start = -1
         v.is_running = False
@@ -247,31 +250,34 @@ class HostCore:
         now = self.now
         node_of = self.topo.node_of
         nnodes = self.topo.nnodes
+        busy = self._busy
         todo = self._touched
         for v in self._demanding:
             if not v.touched:
                 todo.append(v)
         self._touched = []
-        busy = [0] * nnodes
-        rows: list[tuple[tuple[int, int], VcpuAccounting]] = []
+        rows: dict[tuple[int, int], VcpuAccounting] = {}
         for v in todo:
             v.touched = False
-            if v.run_start >= 0:
-                ran = now - v.run_start
-                v.acc_run[node_of[v.cpu]] += ran
+            start = v.run_start
+            if start >= 0:
+                ran = now - start
+                node = node_of[v.cpu]
+                v.acc_run[node] += ran
+                busy[node] += ran
                 v.total_run += ran
                 v.run_start = now
-            if v.demand_start >= 0:
-                v.acc_demand += now - v.demand_start
+            start = v.demand_start
+            if start >= 0:
+                v.acc_demand += now - start
                 v.demand_start = now
-            run = tuple(v.acc_run)
-            if v.acc_demand or v.acc_mig or any(run):
-                row = VcpuAccounting(run, v.acc_demand, v.acc_mig, v.acc_xmig)
-                rows.append(((v.domid, v.vid), row))
-                for i in range(nnodes):
-                    busy[i] += run[i]
-            v.acc_run = [0] * nnodes
-            v.acc_demand = v.acc_mig = v.acc_xmig = 0
-        rows.sort(key=lambda r: r[0])
+            run = v.acc_run
+            if v.acc_demand or v.acc_mig or sum(run):
+                rows[(v.domid, v.vid)] = VcpuAccounting(
+                    tuple(run), v.acc_demand, v.acc_mig, v.acc_xmig
+                )
+                v.acc_run = [0] * nnodes
+                v.acc_demand = v.acc_mig = v.acc_xmig = 0
+        self._busy = [0] * nnodes
         start, self._acct_from = self._acct_from, now
-        return Accounting(start, now, dict(rows), tuple(busy))
+        return Accounting(start, now, dict(sorted(rows.items())), tuple(busy))

@@ -532,7 +532,8 @@ class Credit1:
                     self.active_sdom[sdom] = None
                 credit_fair = credit_peak
             credit_fair = (credit_fair + n_act - 1) // n_act
-            for v in list(reversed(sdom.active)):
+            stopped: list[Vcpu] = []
+            for v in sdom.active:  # (same credit for each: their order does not matter)
                 credit = v.credit + credit_fair
                 old_hi = v.pri >= PRI_UNDER
                 if credit < 0:
@@ -543,7 +544,7 @@ class Credit1:
                     v.pri = PRI_UNDER
                     if credit > CREDITS_PER_TSLICE:
                         # Upper bound: it stops earning, with half its credit.
-                        self._acct_stop(v)
+                        stopped.append(v)
                         credit //= 2
                         if v.is_running:
                             self.inactive |= 1 << v.cpu
@@ -567,6 +568,8 @@ class Credit1:
                         core.arm_slice(v.cpu)
                     else:
                         self.lazy_over |= bit
+            for v in stopped:
+                self._acct_stop(v)
         self.credit_balance = credit_balance
         self.runq_sort += 1
 

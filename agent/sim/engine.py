@@ -420,8 +420,9 @@ class SimHost(HostCore):
                 else:
                     state = VcpuState.RUNNABLE
                 run = v.total_run + (now - v.run_start if v.run_start >= 0 else 0)
+                cpu = None if state is VcpuState.OFFLINE else v.cpu
                 out.append(
-                    VcpuInfo(d.domid, v.vid, v.cpu, state, run,
+                    VcpuInfo(d.domid, v.vid, cpu, state, run,
                              frozenset(cpus_of(v.hard)), frozenset(cpus_of(v.soft)))
                 )
         return out
