@@ -89,14 +89,12 @@ def plot_run(result: RunResult, path: str | Path) -> None:
         for event in result.events:
             ax.axvline(event.at_ns / NS_PER_S, color="black", linewidth=0.8, linestyle="--")
     top_ax = axes[0][0]
-    seen: set[int] = set()
-    for event in result.events:
-        if event.at_ns in seen:
-            continue
-        seen.add(event.at_ns)
-        label = "; ".join(e.what for e in result.events if e.at_ns == event.at_ns)
-        top_ax.annotate(label, (event.at_ns / NS_PER_S, 1.0), xytext=(2, 4),
-                        textcoords="offset points", fontsize=7, rotation=0, va="bottom")
+    instants = sorted({e.at_ns for e in result.events})
+    for i, at_ns in enumerate(instants):
+        label = "; ".join(e.what for e in result.events if e.at_ns == at_ns)
+        # Alternate heights so that labels of close events do not overwrite each other.
+        top_ax.annotate(label, (at_ns / NS_PER_S, 1.0), xytext=(2, 3 + 9 * (i % 2)),
+                        textcoords="offset points", fontsize=7, va="bottom")
     top_ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     axes[-1][0].set_xlabel("simulated time (s)")
     sc = result.scenario
