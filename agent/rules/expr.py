@@ -21,6 +21,7 @@ import ast
 import difflib
 import operator
 import re
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,7 +140,9 @@ def compile_expr(
     # Parenthesised, so an expression may span lines and end in a comment.
     src = "(" + text + "\n)"
     try:
-        tree = ast.parse(src, mode="eval")
+        with warnings.catch_warnings():  # e.g. "1in x": accepted, not worth a stderr line
+            warnings.simplefilter("ignore")
+            tree = ast.parse(src, mode="eval")
     except SyntaxError as exc:
         return None, [_syntax_error(exc, src, text)]
     except (ValueError, MemoryError, RecursionError) as exc:
