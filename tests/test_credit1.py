@@ -191,6 +191,32 @@ def test_steal_looks_for_soft_affine_work_first() -> None:
     assert sched(h)._load_balance(4, PRI_IDLE) is vcpu(h, b)
 
 
+def test_migration_delay_keeps_cache_hot_vcpus_where_they_are() -> None:
+    # vcpu_migration_delay is 0 by default; when set, a vCPU that ran on its pCPU
+    # less than that long ago is not stolen (__csched_vcpu_is_cache_hot).
+    h = make()
+    _, q = _queued_pair(h)
+    s = sched(h)
+    vq = vcpu(h, q)
+    s.migr_delay = 1 * MS
+    vq.last_sched = h.now - MS // 2
+    assert s._load_balance(2, PRI_IDLE) is None
+    vq.last_sched = h.now - 2 * MS
+    assert s._load_balance(2, PRI_IDLE) is vq
+
+
+def test_runq_sort_moves_under_ahead_of_over_keeping_their_order() -> None:
+    h = make(nodes=(1,))
+    ids = [pinned(h, n, 0) for n in "RABCD"]  # R runs, A-D queued on pCPU 0
+    s = sched(h)
+    a, b, c, d = (vcpu(h, i) for i in ids[1:])
+    for v, pri in ((a, PRI_OVER), (b, PRI_UNDER), (c, PRI_OVER), (d, PRI_UNDER)):
+        v.pri = pri
+    s.runq[0][:] = [a, b, c, d]
+    s._sort_runqs()
+    assert s.runq[0] == [b, d, a, c]
+
+
 # -- priorities: BOOST on wake, tick, accounting ----------------------------------------
 
 
