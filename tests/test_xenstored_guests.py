@@ -172,3 +172,19 @@ def test_guest_event_payloads_are_relative_to_its_home(xsd: XenstoreDaemon) -> N
     assert events(out, g.conn) == [b"device\0d\0"]
     assert events(write(t, b"/local/domain/5/device/vif", b""), g.conn) == [b"device/vif\0d\0"]
     assert isinstance(out[g.conn][0], Packet)
+
+
+def test_transaction_node_quota(xsd: XenstoreDaemon) -> None:
+    t = Tool(xsd)
+    g = guest(xsd, t, 5)
+    for name in (b"a", b"b", b"c"):
+        g(Op.MKDIR, name)
+    assert t(Op.CONTROL, b"quota", b"set", b"transaction-nodes", b"2") == b"OK\0"
+    tx = int(g(Op.TRANSACTION_START, b"").rstrip(b"\0"))
+    assert g(Op.READ, b"a", tx=tx) == b""
+    assert g(Op.READ, b"b", tx=tx) == b""
+    assert g(Op.READ, b"c", tx=tx) == b"ERROR:ENOSPC"  # a third node in one transaction
+    assert g(Op.TRANSACTION_END, b"T", tx=tx) == b"ERROR:ENOMEM"  # the failure sticks
+    tx = int(t(Op.TRANSACTION_START, b"").rstrip(b"\0"))
+    for name in (b"a", b"b", b"c"):  # dom0 is not limited
+        assert t(Op.READ, b"/local/domain/5/" + name, tx=tx) == b""
