@@ -38,7 +38,6 @@ from agent.rules.subjects import (
     SubjectKey,
     format_key,
     key_of,
-    overlaps,
     subjects_for,
 )
 from agent.rules.trace import TraceStep, show
@@ -109,6 +108,29 @@ class Memory:
     recent: tuple[float, ...] = ()  # times of host-changing actions, for the budget
 
 
+class _Claims:
+    """Subjects taken by earlier decisions of one call, indexed so that a check
+    costs the same with 3 or 3,000 of them."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[SubjectKey, tuple[Rule, SubjectKey]] = {}
+        self.vcpus_of: dict[int, tuple[Rule, SubjectKey]] = {}  # domid -> a claimed vCPU's
+
+    def add(self, key: SubjectKey, rule: Rule, subject: SubjectKey) -> None:
+        self.by_key.setdefault(key, (rule, subject))
+        if key[0] == "vcpu":
+            self.vcpus_of.setdefault(key[1], (rule, subject))
+
+    def holder(self, key: SubjectKey) -> tuple[Rule, SubjectKey] | None:
+        """Who took ``key``, or something it covers or is covered by."""
+        found = self.by_key.get(key)
+        if found is None and key[0] == "vcpu":
+            found = self.by_key.get(("domain", key[1]))
+        if found is None and key[0] == "domain":
+            found = self.vcpus_of.get(key[1])
+        return found
+
+
 @dataclass(slots=True)
 class _Match:
     rule: Rule
@@ -132,7 +154,7 @@ def decide(
     matches.sort(key=lambda m: (m.rule.dry_run, -m.rule.priority, m.rule.name, m.key))
 
     decisions: list[Decision] = []
-    claims: list[tuple[SubjectKey, Rule, SubjectKey]] = []
+    claims = _Claims()
     for m in matches:
         decisions.append(_settle(m, state, event, now, rules, pending, last_act, recent, claims))
 
@@ -236,7 +258,7 @@ def _settle(
     pending: dict[MemoryKey, float],
     last_act: dict[MemoryKey, float],
     recent: list[float],
-    claims: list[tuple[SubjectKey, Rule, SubjectKey]],
+    claims: _Claims,
 ) -> Decision:
     rule = m.rule
     mkey = (rule.name, m.key)
@@ -255,8 +277,10 @@ def _settle(
                                            f"{rule.cooldown_s:.6g} s")
     changes_host = ACTIONS[rule.action_type].changes_host
     touched = (m.key, *action.targets()) if changes_host else ()
-    for claim, winner, winner_subject in claims:
-        if any(overlaps(claim, t) for t in touched):
+    for t in touched:
+        holder = claims.holder(t)
+        if holder is not None:
+            winner, winner_subject = holder
             rank = "higher priority" if winner.priority > rule.priority else "same priority"
             return suppressed(Reason.CONFLICT,
                               f"lost to rule {winner.name!r} ({rank} {winner.priority}) "
@@ -269,7 +293,8 @@ def _settle(
     if rule.dry_run:
         return Decision(rule.name, m.key, Outcome.DRY_RUN, action, None, "", rule.priority,
                         tuple(trace))
-    claims.extend((t, rule, m.key) for t in touched)
+    for t in touched:
+        claims.add(t, rule, m.key)
     if changes_host:
         recent.append(now)
     return Decision(rule.name, m.key, Outcome.ACT, action, None, "", rule.priority, tuple(trace))

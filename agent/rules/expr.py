@@ -20,7 +20,6 @@ from __future__ import annotations
 import ast
 import difflib
 import operator
-import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -260,6 +259,7 @@ class _Compiler:
         self.text = text
         self.src = src
         self.src_lines = src.split("\n")
+        self.encoded = [line.encode("utf-8") for line in self.src_lines]
         self.scope = scope
         self.names: dict[str, tuple[Type, int]] = dict(scope.names)
         self.slots = slots
@@ -269,6 +269,8 @@ class _Compiler:
         self.errors: list[ExprError] = []
         self.in_generator = 0
         self.event_fields = event_fields_for(scope.event_types)
+        # Closures that read one field of a named object, for fusing into parents.
+        self.fields: dict[Fn, tuple[int, Callable[[Any], Any]]] = {}
 
     # -- positions and errors --------------------------------------------------
 
@@ -289,8 +291,16 @@ class _Compiler:
         return ERROR, _never
 
     def source(self, node: ast.AST) -> str:
-        seg = ast.get_source_segment(self.src, node) or ""
-        return " ".join(seg.split())
+        """The node's text, whitespace folded (ast.get_source_segment re-splits the
+        whole source on every call, which is quadratic in long expressions)."""
+        lines = self.encoded
+        l1, l2 = getattr(node, "lineno", 1), getattr(node, "end_lineno", None) or 1
+        c1, c2 = getattr(node, "col_offset", 0), getattr(node, "end_col_offset", None) or 0
+        if l1 == l2:
+            seg = lines[l1 - 1][c1:c2]
+        else:
+            seg = b"\n".join([lines[l1 - 1][c1:], *lines[l1:l2 - 1], lines[l2 - 1][:c2]])
+        return " ".join(seg.decode("utf-8", errors="replace").split())
 
     # -- entry -------------------------------------------------------------------
 
@@ -377,7 +387,9 @@ class _Compiler:
         get = operator.attrgetter(attr)
         if isinstance(node.value, ast.Name) and node.value.id in self.names:
             slot = self.names[node.value.id][1]
-            return spec.type, (lambda env: get(env[slot]))
+            fn: Fn = lambda env: get(env[slot])  # noqa: E731
+            self.fields[fn] = (slot, get)
+            return spec.type, fn
         return spec.type, (lambda env: get(base(env)))
 
     # -- operators -------------------------------------------------------------------
@@ -393,6 +405,10 @@ class _Compiler:
             if typ != BOOL:
                 return self.error(node, f"'not' needs true or false, but "
                                         f"{self.source(node.operand)!r} is {typ}")
+            field = self.fields.get(f)
+            if field is not None:  # fused: one call instead of two
+                slot, get = field
+                return BOOL, (lambda env: not get(env[slot]))
             return BOOL, (lambda env: not f(env))
         if isinstance(node.op, ast.USub | ast.UAdd):
             if not is_number(typ):
@@ -491,6 +507,10 @@ class _Compiler:
             (op1,), (a, b) = ops, fns
             if isinstance(node.comparators[0], ast.Constant):
                 c = node.comparators[0].value
+                field = self.fields.get(a)
+                if field is not None:  # fused: `vcpu.run_rate >= 0.2` in one call
+                    slot, get = field
+                    return BOOL, (lambda env: op1(get(env[slot]), c))
                 return BOOL, (lambda env: op1(a(env), c))
             return BOOL, (lambda env: op1(a(env), b(env)))
         return BOOL, _chain(fns, ops)
@@ -499,10 +519,16 @@ class _Compiler:
         self, op: ast.cmpop, left: ast.AST, lt: Type, right: ast.AST, rt: Type
     ) -> bool:
         sym = _CMP_TEXT[type(op)]
-        ls, rs = self.source(left), self.source(right)
         if isinstance(op, ast.In | ast.NotIn):
             if (lt == INT and rt == NODESET) or (lt == STR and rt in (STRSET, STR)):
                 return True
+        elif not (is_object(lt) or is_object(rt) or element_of(lt) or element_of(rt)):
+            ordered = not isinstance(op, ast.Eq | ast.NotEq)
+            if (is_number(lt) and is_number(rt)) or (lt == rt and (lt == STR or not ordered)):
+                return True
+        # An error: only now is the source text worth building.
+        ls, rs = self.source(left), self.source(right)
+        if isinstance(op, ast.In | ast.NotIn):
             if element_of(rt):
                 self.error(left, f"'{sym}' over a list of objects is not supported; use "
                                  f"any(... for x in {rs})")
@@ -510,17 +536,10 @@ class _Compiler:
                 self.error(left, f"type mismatch: {ls!r} is {lt} and {rs!r} is {rt}; "
                                  f"'{sym}' needs a node id and a node set, or a str and a "
                                  "str set")
-            return False
-        if is_object(lt) or is_object(rt) or element_of(lt) or element_of(rt):
+        elif is_object(lt) or is_object(rt) or element_of(lt) or element_of(rt):
             self.error(left, f"objects cannot be compared ({ls!r} {sym} {rs!r}); compare "
                              "their ids, e.g. v.domid == vcpu.domid")
-            return False
-        ordered = not isinstance(op, ast.Eq | ast.NotEq)
-        if is_number(lt) and is_number(rt):
-            return True
-        if lt == rt and (lt == STR or not ordered):
-            return True
-        if lt == rt:
+        elif lt == rt:
             self.error(left, f"'{sym}' does not order {lt} values ({ls!r} {sym} {rs!r})")
         else:
             self.error(left, f"type mismatch: {ls!r} is {lt} but {rs!r} is {rt}; '{sym}' "
@@ -820,14 +839,29 @@ def _and(parts: list[Fn]) -> Fn:
     if len(parts) == 3:
         a, b, c = parts
         return lambda env: a(env) and b(env) and c(env)
-    return lambda env: all(p(env) for p in parts)
+
+    def run(env: list[Any]) -> bool:
+        # A plain loop: a generator in all() costs more than the clauses themselves.
+        for p in parts:  # noqa: SIM110
+            if not p(env):
+                return False
+        return True
+
+    return run
 
 
 def _or(parts: list[Fn]) -> Fn:
     if len(parts) == 2:
         a, b = parts
         return lambda env: a(env) or b(env)
-    return lambda env: any(p(env) for p in parts)
+
+    def run(env: list[Any]) -> bool:
+        for p in parts:  # noqa: SIM110 - as in _and
+            if p(env):
+                return True
+        return False
+
+    return run
 
 
 def _chain(fns: list[Fn], ops: list[Callable[[Any, Any], Any]]) -> Fn:
@@ -867,21 +901,32 @@ def _traced_value(text: str, fn: Fn) -> Fn:
     return run
 
 
+def _filter(ifs: list[Fn]) -> Fn:
+    """The generator's ``if`` clauses as one test (always true without any)."""
+    if not ifs:
+        return _const(True)
+    return ifs[0] if len(ifs) == 1 else _and(ifs)
+
+
 def _iterate(slot: int, iterable: Fn, ifs: list[Fn], elt: Fn) -> Callable[[list[Any]], Any]:
+    keep = _filter(ifs)
+
     def values(env: list[Any]) -> Any:
         for item in iterable(env):
             env[slot] = item
-            if all(c(env) for c in ifs):
+            if keep(env):
                 yield elt(env)
 
     return values
 
 
 def _first(slot: int, iterable: Fn, ifs: list[Fn]) -> Fn:
+    keep = _filter(ifs)
+
     def run(env: list[Any]) -> Any:
         for item in iterable(env):
             env[slot] = item
-            if all(c(env) for c in ifs):
+            if keep(env):
                 return item
         return None
 
@@ -890,13 +935,14 @@ def _first(slot: int, iterable: Fn, ifs: list[Fn]) -> Fn:
 
 def _best(slot: int, iterable: Fn, ifs: list[Fn], key: Fn, lowest: bool) -> Fn:
     """The element with the lowest (highest) key; ties keep the earliest."""
+    keep = _filter(ifs)
 
     def run(env: list[Any]) -> Any:
         best: Any = None
         best_key: Any = None
         for item in iterable(env):
             env[slot] = item
-            if not all(c(env) for c in ifs):
+            if not keep(env):
                 continue
             k = key(env)
             if k != k:  # NaN ranks nowhere
@@ -906,14 +952,6 @@ def _best(slot: int, iterable: Fn, ifs: list[Fn], key: Fn, lowest: bool) -> Fn:
         return best
 
     return run
-
-
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def names_in(text: str) -> set[str]:
-    """Identifiers appearing in ``text`` (a cheap pre-check, not a parse)."""
-    return set(_IDENT.findall(text))
 
 
 __all__ = [
