@@ -8,8 +8,10 @@ daemon queues them (an event caused by a request is queued before that
 request's reply). See ``server.py`` for the trio transport and ``hub.py`` for
 the in-process dom0 API.
 
-Request handling follows ``xenstored_core.c``, ``xenstored_watch.c``,
-``xenstored_domain.c`` and ``xenstored_transaction.c`` closely, including the
+The request handlers live in ``handlers.py``, the node database with its
+transactions in ``store.py``. Everything follows ``xenstored_core.c``,
+``xenstored_watch.c``, ``xenstored_domain.c`` and ``xenstored_transaction.c``
+closely, including the
 odd corners a differential test against the real daemon exposes (replies that
 carry a stale ``errno``, permission-dependent error names, generation counts
 in DIRECTORY_PART). Deliberate differences are listed in ``DIFFERENCES``.
@@ -24,25 +26,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from agent.xenstore import control
+from agent.xenstore import handlers
 from agent.xenstore.cstring import (
-    PERM_IGNORE,
-    PERM_OWNER,
     PERM_READ,
-    PERM_WRITE,
     U32,
     atoi,
-    count_strings,
     cstr,
-    get_strings,
     is_valid_nodename,
     onearg,
-    perm_to_string,
-    strings_to_perms,
 )
 from agent.xenstore.domains import (
     DOM0,
-    DOMID_SELF,
     PRIV_DOMID,
     Domain,
     Quotas,
@@ -51,7 +45,6 @@ from agent.xenstore.domains import (
 )
 from agent.xenstore.store import (
     DELETE,
-    AccessedNode,
     Node,
     Perms,
     Store,
@@ -65,7 +58,6 @@ from agent.xenstore.wire import (
     HEADER_SIZE,
     INTRODUCE_DOMAIN,
     PAYLOAD_MAX,
-    REL_PATH_MAX,
     RELEASE_DOMAIN,
     Decoder,
     Op,
@@ -121,7 +113,7 @@ _OK = 0
 _SKIP_CHILDREN = 1
 _RM_CHILDENTRY = 2
 
-_ENTER = Callable[["Connection | None", Node], int]
+_WalkFunc = Callable[["Connection | None", Node], int]
 
 
 @dataclass(eq=False, slots=True)
@@ -178,11 +170,13 @@ class Connection:
         return f"<xenstored connection #{self.serial} ({kind})>"
 
 
-_Handler = Callable[["XenstoreDaemon", Connection, bytes], int]
-
-
 class XenstoreDaemon:
-    """The daemon state: tree, domains, connections."""
+    """The daemon state: tree, domains, connections.
+
+    Public methods without a docstring section of their own (``send_reply``,
+    ``get_node_canonical``, ``create_node``, ``fire_watches`` ...) are the
+    engine the request handlers of ``handlers.py`` drive.
+    """
 
     def __init__(
         self,
@@ -204,7 +198,7 @@ class XenstoreDaemon:
         # Requests that would crash the C daemon (see DIFFERENCES).
         self.c_daemon_crashes = 0
         # dom0_init(): dom0 is introduced through its ring, which builds the tree.
-        self._introduce_domain(DOM0)
+        self.introduce_domain(DOM0)
 
     # -- transport API ------------------------------------------------------------
 
@@ -275,7 +269,7 @@ class XenstoreDaemon:
         self._process_message(conn, packet)
         self._loop_next = None
         for deferred in self._deferred_free:
-            self._talloc_free(deferred)
+            self.talloc_free(deferred)
         if conn.current is not None:
             # C replies with errno 0 here, i.e. not at all, and then aborts on
             # an assertion (see DIFFERENCES). Answer instead.
@@ -318,7 +312,7 @@ class XenstoreDaemon:
                 self.delivered(conn, len(conn.out))
         return out
 
-    def _send_reply(self, conn: Connection, op: int, data: bytes) -> None:
+    def send_reply(self, conn: Connection, op: int, data: bytes) -> None:
         if len(data) > PAYLOAD_MAX:
             self._send_error(conn, E.E2BIG)
             return
@@ -338,13 +332,13 @@ class XenstoreDaemon:
             conn.domain.nboutstanding += 1
         self._pending.append((conn, reply))
 
-    def _send_ack(self, conn: Connection, op: int) -> None:
-        self._send_reply(conn, op, b"OK\0")
+    def send_ack(self, conn: Connection, op: int) -> None:
+        self.send_reply(conn, op, b"OK\0")
 
     def _send_error(self, conn: Connection, err: int) -> None:
-        self._send_reply(conn, Op.ERROR, _ERRNO_NAMES.get(err, b"EINVAL") + b"\0")
+        self.send_reply(conn, Op.ERROR, _ERRNO_NAMES.get(err, b"EINVAL") + b"\0")
 
-    def _send_event(
+    def send_event(
         self, req: _Request | None, conn: Connection, path: bytes, token: bytes
     ) -> None:
         payload = event_payload(path, token)
@@ -394,18 +388,18 @@ class XenstoreDaemon:
         self.connections.append(conn)
         return conn
 
-    def _free_buffered(self, conn: Connection) -> None:
+    def free_buffered(self, conn: Connection) -> None:
         while conn.out:
             self._free_out(conn, conn.out.popleft())
 
-    def _delete_all_watches(self, conn: Connection) -> None:
+    def delete_all_watches(self, conn: Connection) -> None:
         for w in conn.watches:
             self.store.domains.memory_add(conn.id, -(len(w.node) + len(w.token)), True)
             if conn.domain is not None and conn.domain.nbwatch:
                 conn.domain.nbwatch -= 1
         conn.watches.clear()
 
-    def _delete_all_transactions(self, conn: Connection) -> None:
+    def delete_all_transactions(self, conn: Connection) -> None:
         for trans in conn.transactions.values():
             self.store.discard_transaction(trans)
         conn.transactions.clear()
@@ -414,13 +408,13 @@ class XenstoreDaemon:
     def _ignore_connection(self, conn: Connection) -> None:
         """``ignore_connection``: a socket is dropped, a ring is ignored."""
         conn.is_ignored = True
-        self._delete_all_watches(conn)
-        self._delete_all_transactions(conn)
-        self._free_buffered(conn)
+        self.delete_all_watches(conn)
+        self.delete_all_transactions(conn)
+        self.free_buffered(conn)
         if conn.domain is None:
             self._destroy_connection(conn)
 
-    def _talloc_free(self, conn: Connection) -> None:
+    def talloc_free(self, conn: Connection) -> None:
         """``talloc_free(conn)`` as the C daemon's memory allocator does it."""
         if conn.closed:
             return
@@ -438,12 +432,12 @@ class XenstoreDaemon:
             self.c_daemon_crashes += 1  # C unlinks its freed target: use after free
         for other in self.connections:  # the references this one held go
             other.refs = [r for r in other.refs if r is not conn]
-        self._free_buffered(conn)
-        self._delete_all_watches(conn)
+        self.free_buffered(conn)
+        self.delete_all_watches(conn)
         for req in conn.ref_list:
             req.on_ref_list = False
         conn.ref_list.clear()
-        self._delete_all_transactions(conn)
+        self.delete_all_transactions(conn)
         self.connections.remove(conn)
         conn.closed = True
         if conn.domain is not None:
@@ -452,7 +446,7 @@ class XenstoreDaemon:
     # -- dispatch ------------------------------------------------------------------
 
     def _process_message(self, conn: Connection, packet: Packet) -> None:
-        entry = _WIRE_FUNCS.get(packet.op)
+        entry = handlers.WIRE_FUNCS.get(packet.op)
         if entry is None:
             self._send_error(conn, E.ENOSYS)
             return
@@ -482,20 +476,20 @@ class XenstoreDaemon:
             self.store.errno = E.ERANGE
         return result.value
 
-    def _implicit_path(self, conn: Connection) -> bytes:
+    def implicit_path(self, conn: Connection) -> bytes:
         return conn.domain.path if conn.domain is not None else b"/local/domain/0"
 
-    def _canonicalize(self, conn: Connection, node: bytes | None) -> bytes | None:
+    def canonicalize(self, conn: Connection, node: bytes | None) -> bytes | None:
         if node is None or node.startswith((b"/", b"@")):
             return node
-        return self._implicit_path(conn) + b"/" + node
+        return self.implicit_path(conn) + b"/" + node
 
-    def _valid_name(self, name: bytes) -> bool:
+    def valid_name(self, name: bytes) -> bool:
         return is_valid_nodename(name, self.quotas.path_max)
 
     def _get_node(self, conn: Connection, name: bytes | None, perm: int) -> Node | None:
         st = self.store
-        if name is None or not self._valid_name(name):
+        if name is None or not self.valid_name(name):
             st.errno = E.EINVAL
             return None
         node = st.read_node(conn, name)
@@ -506,10 +500,10 @@ class XenstoreDaemon:
             st.errno = self._errno_from_parents(conn, name, st.errno, perm)
         return node
 
-    def _get_node_canonical(
+    def get_node_canonical(
         self, conn: Connection, name: bytes | None, perm: int
     ) -> tuple[Node | None, bytes | None]:
-        canonical = self._canonicalize(conn, name)
+        canonical = self.canonicalize(conn, name)
         if canonical is None:
             return None, None  # errno is left as it was: C replies with it
         return self._get_node(conn, canonical, perm), canonical
@@ -556,7 +550,7 @@ class XenstoreDaemon:
             parent = node
         return node
 
-    def _create_node(self, conn: Connection, name: bytes, data: bytes) -> Node | None:
+    def create_node(self, conn: Connection, name: bytes, data: bytes) -> Node | None:
         st = self.store
         node = self._construct_node(conn, name)
         if node is None:
@@ -610,8 +604,8 @@ class XenstoreDaemon:
         self,
         conn: Connection | None,
         root: bytes,
-        enter: _ENTER | None = None,
-        leave: _ENTER | None = None,
+        enter: _WalkFunc | None = None,
+        leave: _WalkFunc | None = None,
     ) -> int:
         """``walk_node_tree``: depth first from ``root``, calling ``enter``
         before and ``leave`` after a node's children."""
@@ -643,7 +637,7 @@ class XenstoreDaemon:
         return ret if ret < 0 else _OK
 
     def _walk_call(
-        self, conn: Connection | None, node: Node, parent: Node | None, func: _ENTER | None
+        self, conn: Connection | None, node: Node, parent: Node | None, func: _WalkFunc | None
     ) -> int:
         if func is None:
             return _OK
@@ -658,7 +652,7 @@ class XenstoreDaemon:
             return _OK
         return ret
 
-    def _rm_node(self, conn: Connection | None, name: bytes) -> int:
+    def rm_node(self, conn: Connection | None, name: bytes) -> int:
         st = self.store
         parent = st.read_node(conn, get_parent(name))
         if parent is None:
@@ -671,7 +665,7 @@ class XenstoreDaemon:
             if not err and st.tdb_delete(key):
                 return _SUCCESS_STOP
             # Fire now, while the node's permissions can still be seen.
-            self._fire_watches(c, node.name, node, node.name != name, None)
+            self.fire_watches(c, node.name, node, node.name != name, None)
             st.entry_dec(c, node)
             return _RM_CHILDENTRY
 
@@ -705,7 +699,7 @@ class XenstoreDaemon:
                 return False
         return bool(perm_for_conn(conn, parent.perms) & PERM_READ)
 
-    def _fire_watches(
+    def fire_watches(
         self,
         conn: Connection | None,
         name: bytes,
@@ -735,11 +729,11 @@ class XenstoreDaemon:
                 continue
             for w in list(i.watches):
                 if name == w.node if exact else is_child(name, w.node):
-                    self._send_event(req, i, watch_path(w, name), w.token)
+                    self.send_event(req, i, watch_path(w, name), w.token)
 
     # -- domains ------------------------------------------------------------------
 
-    def _introduce_domain(self, domid: int) -> Domain:
+    def introduce_domain(self, domid: int) -> Domain:
         domains = self.store.domains
         d = domains.find_or_alloc(domid)
         if not d.introduced:
@@ -750,7 +744,7 @@ class XenstoreDaemon:
             if domid == DOM0:
                 self._setup_structure()
             else:
-                self._fire_watches(None, INTRODUCE_DOMAIN, None, True, None)
+                self.fire_watches(None, INTRODUCE_DOMAIN, None, True, None)
         return d
 
     def _setup_structure(self) -> None:
@@ -769,7 +763,7 @@ class XenstoreDaemon:
         def remove_owned(conn: Connection | None, node: Node) -> int:
             if node.perms[0][1] != d.domid:
                 return _OK
-            self._rm_node(None, node.name)
+            self.rm_node(None, node.name)
             return _SKIP_CHILDREN if d.nbentry > 0 else _SUCCESS_STOP
 
         if d.nbentry > 0:
@@ -781,9 +775,9 @@ class XenstoreDaemon:
         st.domains.remove(d.domid)
         d.conn = None
         if d.introduced:
-            self._fire_watches(None, RELEASE_DOMAIN, None, True, None)
+            self.fire_watches(None, RELEASE_DOMAIN, None, True, None)
 
-    def _connected_domain(self, domid: int) -> Domain | int:
+    def connected_domain(self, domid: int) -> Domain | int:
         d = self.store.domains.find_introduced(domid)
         if d is None:
             return E.ENOENT
@@ -791,379 +785,11 @@ class XenstoreDaemon:
             return E.EINVAL
         return d
 
-    def _onearg_domain(self, payload: bytes) -> Domain | int:
+    def onearg_domain(self, payload: bytes) -> Domain | int:
         arg = onearg(payload)
         if arg is None:
             return E.EINVAL
         domid = self.c_atoi(arg) & U32
         if not domid:
             return E.EINVAL
-        return self._connected_domain(domid)
-
-    # -- requests -------------------------------------------------------------------
-
-    def do_directory(self, conn: Connection, payload: bytes) -> int:
-        node, _ = self._get_node_canonical(conn, onearg(payload), PERM_READ)
-        if node is None:
-            return self.store.errno
-        self._send_reply(conn, Op.DIRECTORY, node.children)
-        return 0
-
-    def do_directory_part(self, conn: Connection, payload: bytes) -> int:
-        if count_strings(payload) != 2:
-            return E.EINVAL
-        first = cstr(payload)
-        node, _ = self._get_node_canonical(conn, first, PERM_READ)
-        if node is None:
-            return self.store.errno
-        off = self.c_atoi(cstr(payload, len(first) + 1)) & U32
-        gen = b"%d\0" % node.generation
-        children = node.children
-        if off >= len(children):
-            self._send_reply(conn, Op.DIRECTORY_PART, gen + b"\0")
-            return 0
-        size, maxlen = 0, PAYLOAD_MAX - len(gen) - 1
-        while size + len(cstr(children, off + size)) < maxlen:
-            size += len(cstr(children, off + size)) + 1
-            if off + size == len(children):
-                break
-        data = gen + children[off : off + size]
-        if off + size == len(children):
-            data += b"\0"
-        self._send_reply(conn, Op.DIRECTORY_PART, data)
-        return 0
-
-    def do_read(self, conn: Connection, payload: bytes) -> int:
-        node, _ = self._get_node_canonical(conn, onearg(payload), PERM_READ)
-        if node is None:
-            return self.store.errno
-        self._send_reply(conn, Op.READ, node.data)
-        return 0
-
-    def do_get_perms(self, conn: Connection, payload: bytes) -> int:
-        node, _ = self._get_node_canonical(conn, onearg(payload), PERM_READ)
-        if node is None:
-            return self.store.errno
-        strings = b""
-        for bits, domid in node.perms:
-            text = perm_to_string(bits, domid)
-            if text is None:
-                self.store.errno = E.EINVAL
-                return E.EINVAL
-            strings += text + b"\0"
-        self._send_reply(conn, Op.GET_PERMS, strings)
-        return 0
-
-    def do_write(self, conn: Connection, payload: bytes) -> int:
-        st = self.store
-        count, vec = get_strings(payload, 1)
-        if count < 1:
-            return E.EINVAL
-        value = payload[len(vec[0]) + 1 :]
-        node, name = self._get_node_canonical(conn, vec[0], PERM_WRITE)
-        assert name is not None
-        if node is None:
-            if st.errno != E.ENOENT:
-                return st.errno
-            node = self._create_node(conn, name, value)
-            if node is None:
-                return st.errno
-        else:
-            node.data = value
-            if st.write_node(conn, node, False):
-                return st.errno
-        self._fire_watches(conn, name, node, False, None)
-        self._send_ack(conn, Op.WRITE)
-        return 0
-
-    def do_mkdir(self, conn: Connection, payload: bytes) -> int:
-        st = self.store
-        node, name = self._get_node_canonical(conn, onearg(payload), PERM_WRITE)
-        if node is None:
-            if st.errno != E.ENOENT:
-                return st.errno
-            if name is None:
-                return E.ENOMEM
-            node = self._create_node(conn, name, b"")
-            if node is None:
-                return st.errno
-            self._fire_watches(conn, name, node, False, None)
-        self._send_ack(conn, Op.MKDIR)
-        return 0
-
-    def do_rm(self, conn: Connection, payload: bytes) -> int:
-        st = self.store
-        node, name = self._get_node_canonical(conn, onearg(payload), PERM_WRITE)
-        if node is None:
-            if st.errno == E.ENOENT:
-                if name is None:
-                    return E.ENOMEM
-                if st.read_node(conn, get_parent(name)) is not None:
-                    self._send_ack(conn, Op.RM)  # already gone: fine if the parent exists
-                    return 0
-                if not st.can_propagate_errno():
-                    st.errno = E.ENOENT
-            return st.errno
-        if name == b"/":
-            return E.EINVAL
-        assert name is not None
-        ret = self._rm_node(conn, name)
-        if ret:
-            return ret
-        self._send_ack(conn, Op.RM)
-        return 0
-
-    def do_set_perms(self, conn: Connection, payload: bytes) -> int:
-        st = self.store
-        num = count_strings(payload) - 1
-        if num < 1:
-            return E.EINVAL
-        if is_unprivileged(conn) and num > self.quotas.permissions:
-            return E.ENOSPC
-        first = cstr(payload)
-        parsed = strings_to_perms(payload.split(b"\0")[1 : 1 + num])
-        if parsed.overflow:
-            st.errno = E.ERANGE
-        if parsed.perms is None:
-            st.errno = E.EINVAL
-            return E.EINVAL
-        perms = parsed.perms
-        for i, (bits, domid) in enumerate(perms):  # domain_alloc_permrefs
-            if st.domains.find(domid) is None:
-                if not st.domains.domain_exists(domid):
-                    perms[i] = (bits | PERM_IGNORE, domid)
-                else:
-                    st.domains.alloc(domid)
-        if perms[0][0] & PERM_IGNORE:
-            return E.ENOENT
-        if first.startswith(b"@"):
-            special = self.special_perms.get(first)
-            want = PERM_WRITE | PERM_OWNER
-            if special is None or (perm_for_conn(conn, special) & want) != want:
-                return st.errno  # C returns errno here, not the error it computed
-            self.special_perms[first] = perms
-            self._send_ack(conn, Op.SET_PERMS)
-            return 0
-        node, name = self._get_node_canonical(conn, first, PERM_WRITE | PERM_OWNER)
-        if node is None:
-            return st.errno
-        assert name is not None
-        if is_unprivileged(conn) and perms[0][1] != node.perms[0][1]:
-            return E.EPERM
-        old_perms = node.perms
-        st.entry_dec(conn, node)
-        node.perms = perms
-        if st.entry_inc(conn, node):
-            node.perms = old_perms
-            st.entry_inc(conn, node)
-            return E.ENOMEM
-        if st.write_node(conn, node, False):
-            saved = st.errno
-            st.entry_dec(conn, node)
-            node.perms = old_perms
-            st.entry_inc(conn, node)
-            st.errno = saved
-            return saved
-        self._fire_watches(conn, name, node, False, old_perms)
-        self._send_ack(conn, Op.SET_PERMS)
-        return 0
-
-    def do_watch(self, conn: Connection, payload: bytes) -> int:
-        st = self.store
-        count, vec = get_strings(payload, 2)
-        if count != 2:
-            return E.EINVAL
-        path, token = vec
-        relative = False
-        if path.startswith(b"@"):
-            valid = len(path) <= REL_PATH_MAX
-        else:
-            relative = not path.startswith(b"/")
-            path = self._canonicalize(conn, path) or b""
-            valid = self._valid_name(path)
-        st.errno = 0 if valid else E.EINVAL
-        if not valid:
-            return E.EINVAL
-        if any(w.node == path and w.token == token for w in conn.watches):
-            return E.EEXIST
-        if is_unprivileged(conn) and conn.domain and conn.domain.nbwatch > self.quotas.watches:
-            return E.E2BIG
-        if st.domains.memory_add(conn.id, len(path) + len(token), False):
-            st.errno = E.ENOMEM
-            return E.ENOMEM
-        watch = Watch(path, token, self._implicit_path(conn) if relative else None)
-        if conn.domain is not None:
-            conn.domain.nbwatch += 1
-        conn.watches.append(watch)
-        self._send_ack(conn, Op.WATCH)
-        # Fire once up front, even for a missing node.
-        self._send_event(None, conn, watch_path(watch, path), token)
-        return 0
-
-    def do_unwatch(self, conn: Connection, payload: bytes) -> int:
-        count, vec = get_strings(payload, 2)
-        if count != 2:
-            return E.EINVAL
-        node = self._canonicalize(conn, vec[0])
-        for w in conn.watches:
-            if w.node == node and w.token == vec[1]:
-                conn.watches.remove(w)
-                self.store.domains.memory_add(conn.id, -(len(w.node) + len(w.token)), True)
-                if conn.domain is not None and conn.domain.nbwatch:
-                    conn.domain.nbwatch -= 1
-                self._send_ack(conn, Op.UNWATCH)
-                return 0
-        return E.ENOENT
-
-    def do_reset_watches(self, conn: Connection, payload: bytes) -> int:
-        self._delete_all_watches(conn)
-        self._delete_all_transactions(conn)
-        self._send_ack(conn, Op.RESET_WATCHES)
-        return 0
-
-    def do_transaction_start(self, conn: Connection, payload: bytes) -> int:
-        if conn.transaction is not None:
-            return E.EBUSY  # no nesting
-        if is_unprivileged(conn) and len(conn.transactions) > self.quotas.transactions:
-            return E.ENOSPC
-        trans = self.store.start_transaction(conn, 0)
-        while True:  # the next unused non-zero id of this connection
-            trans.id = conn.next_transaction_id
-            conn.next_transaction_id = (conn.next_transaction_id + 1) & U32
-            if trans.id and trans.id not in conn.transactions:
-                break
-        conn.transactions[trans.id] = trans
-        self._send_reply(conn, Op.TRANSACTION_START, b"%d\0" % trans.id)
-        return 0
-
-    def do_transaction_end(self, conn: Connection, payload: bytes) -> int:
-        st = self.store
-        arg = onearg(payload)
-        if arg not in (b"T", b"F"):
-            return E.EINVAL
-        trans = conn.transaction
-        if trans is None:
-            return E.ENOENT
-        conn.transaction = None
-        del conn.transactions[trans.id]
-        try:
-            if arg == b"T":
-                if trans.fail:
-                    return E.ENOMEM
-                chk_quota = trans.node_created and is_unprivileged(conn)
-                ret = st.fix_domains(trans, chk_quota, False)
-                if ret:
-                    return ret
-                ret = st.finalize_transaction(conn, trans, lambda acc: self._fire_commit(conn, acc))
-                if ret:
-                    return ret
-                st.fix_domains(trans, False, True)
-            self._send_ack(conn, Op.TRANSACTION_END)
-            return 0
-        finally:
-            st.discard_transaction(trans)
-
-    def _fire_commit(self, conn: Connection, acc: AccessedNode) -> None:
-        self._fire_watches(conn, acc.node, None, acc.watch_exact, acc.perms)
-
-    def do_get_domain_path(self, conn: Connection, payload: bytes) -> int:
-        arg = onearg(payload)
-        if arg is None:
-            return E.EINVAL
-        domid = self.c_atoi(arg) & U32
-        self._send_reply(conn, Op.GET_DOMAIN_PATH, b"/local/domain/%d\0" % domid)
-        return 0
-
-    def do_is_domain_introduced(self, conn: Connection, payload: bytes) -> int:
-        arg = onearg(payload)
-        if arg is None:
-            return E.EINVAL
-        domid = self.c_atoi(arg) & U32
-        known = domid == DOMID_SELF or self.store.domains.find_introduced(domid) is not None
-        self._send_reply(conn, Op.IS_DOMAIN_INTRODUCED, b"T\0" if known else b"F\0")
-        return 0
-
-    def do_introduce(self, conn: Connection, payload: bytes) -> int:
-        count, vec = get_strings(payload, 3)
-        if count < 3:
-            return E.EINVAL
-        domid = self.c_atoi(vec[0]) & U32
-        port = self.c_atoi(vec[2]) & U32  # vec[1], the ring's gfn, is not needed
-        if not port:
-            return E.EINVAL
-        d = self._introduce_domain(domid)
-        if d.conn is not None:  # domain_conn_reset: a re-introduced ring starts afresh
-            self._delete_all_watches(d.conn)
-            self._delete_all_transactions(d.conn)
-            self._free_buffered(d.conn)
-        self._send_ack(conn, Op.INTRODUCE)
-        return 0
-
-    def do_release(self, conn: Connection, payload: bytes) -> int:
-        d = self._onearg_domain(payload)
-        if isinstance(d, int):
-            return d
-        assert d.conn is not None
-        self._talloc_free(d.conn)
-        self._send_ack(conn, Op.RELEASE)
-        return 0
-
-    def do_resume(self, conn: Connection, payload: bytes) -> int:
-        d = self._onearg_domain(payload)
-        if isinstance(d, int):
-            return d
-        d.shutdown = False
-        self._send_ack(conn, Op.RESUME)
-        return 0
-
-    def do_set_target(self, conn: Connection, payload: bytes) -> int:
-        count, vec = get_strings(payload, 2)
-        if count < 2:
-            return E.EINVAL
-        domid = self.c_atoi(vec[0]) & U32
-        tdomid = self.c_atoi(vec[1]) & U32
-        d = self._connected_domain(domid)
-        if isinstance(d, int):
-            return d
-        target = self._connected_domain(tdomid)
-        if isinstance(target, int):
-            return target
-        assert d.conn is not None and target.conn is not None
-        target.conn.refs.insert(0, d.conn)
-        d.conn.target = target.conn
-        self._send_ack(conn, Op.SET_TARGET)
-        return 0
-
-    def do_control(self, conn: Connection, payload: bytes) -> int:
-        if not conn.privileged:
-            return E.EACCES
-        result = control.run(self, payload)
-        if isinstance(result, int):
-            return result
-        self._send_reply(conn, Op.CONTROL, result)
-        return 0
-
-
-# type -> (handler, ignores tx_id, privileged only); types not listed: ENOSYS
-_WIRE_FUNCS: Final[dict[int, tuple[_Handler, bool, bool]]] = {
-    Op.CONTROL: (XenstoreDaemon.do_control, False, True),
-    Op.DIRECTORY: (XenstoreDaemon.do_directory, False, False),
-    Op.READ: (XenstoreDaemon.do_read, False, False),
-    Op.GET_PERMS: (XenstoreDaemon.do_get_perms, False, False),
-    Op.WATCH: (XenstoreDaemon.do_watch, True, False),
-    Op.UNWATCH: (XenstoreDaemon.do_unwatch, True, False),
-    Op.TRANSACTION_START: (XenstoreDaemon.do_transaction_start, False, False),
-    Op.TRANSACTION_END: (XenstoreDaemon.do_transaction_end, False, False),
-    Op.INTRODUCE: (XenstoreDaemon.do_introduce, False, True),
-    Op.RELEASE: (XenstoreDaemon.do_release, False, True),
-    Op.GET_DOMAIN_PATH: (XenstoreDaemon.do_get_domain_path, False, False),
-    Op.WRITE: (XenstoreDaemon.do_write, False, False),
-    Op.MKDIR: (XenstoreDaemon.do_mkdir, False, False),
-    Op.RM: (XenstoreDaemon.do_rm, False, False),
-    Op.SET_PERMS: (XenstoreDaemon.do_set_perms, False, False),
-    Op.IS_DOMAIN_INTRODUCED: (XenstoreDaemon.do_is_domain_introduced, False, True),
-    Op.RESUME: (XenstoreDaemon.do_resume, False, True),
-    Op.SET_TARGET: (XenstoreDaemon.do_set_target, False, True),
-    Op.RESET_WATCHES: (XenstoreDaemon.do_reset_watches, False, False),
-    Op.DIRECTORY_PART: (XenstoreDaemon.do_directory_part, False, False),
-}
+        return self.connected_domain(domid)
