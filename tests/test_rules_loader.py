@@ -260,6 +260,14 @@ def test_names_and_engine_are_checked_across_files(tmp_path: Path) -> None:
     ]
 
 
+def test_duplicate_names_within_a_file() -> None:
+    text = rule_text('"vcpu.on_soft"')
+    errors = errors_in(text + "\n" + text)
+    assert [str(e) for e in errors] == [
+        "f.toml:14:8: rule 'r': rule name already used at f.toml:2"
+    ]
+
+
 def test_missing_path_and_load_error(tmp_path: Path) -> None:
     with pytest.raises(RuleLoadError) as info:
         load_paths([tmp_path / "nope"])

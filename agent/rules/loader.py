@@ -63,7 +63,7 @@ class _FileResult:
     budget: int | None = None
     budget_at: Pos = (0, 0)
     errors: list[RuleError] = field(default_factory=list)
-    name_at: dict[str, Pos] = field(default_factory=dict)
+    name_at: list[Pos] = field(default_factory=list)  # where each rule's name is
 
 
 def expand(paths: Iterable[str | Path]) -> tuple[list[Path], list[RuleError]]:
@@ -114,15 +114,13 @@ def check_sources(sources: Sequence[tuple[str, str]]) -> tuple[RuleSet | None, l
         digest.update(name.encode() + b"\0" + text.encode("utf-8", "replace") + b"\0")
         result = check_file(text, name)
         errors.extend(result.errors)
-        for rule in result.rules:
+        for rule, (line_at, col_at) in zip(result.rules, result.name_at, strict=True):
             if rule.name in seen:
                 other_file, (line, _) = seen[rule.name]
-                line_at, col_at = result.name_at.get(rule.name, (rule.line, 1))
-                where = f"{other_file}:{line}"
                 errors.append(RuleError(name, line_at, col_at, rule.name,
-                                        f"rule name already used at {where}"))
+                                        f"rule name already used at {other_file}:{line}"))
                 continue
-            seen[rule.name] = (name, result.name_at.get(rule.name, (rule.line, 1)))
+            seen[rule.name] = (name, (line_at, col_at))
             rules.append(rule)
         if result.budget is not None:
             if budget is not None:
@@ -405,7 +403,7 @@ class _RuleChecker:
         if self.failed or shape is None or params is None:
             return None
         line = self.p.where(self.path())[0]
-        self.p.out.name_at[self.name] = self.at("name", value=True)
+        self.p.out.name_at.append(self.at("name", value=True))
         return Rule(
             name=self.name, file=self.p.file, line=line, description=description,
             on=on, for_each=for_each, when=when, start=start, stop=stop,
