@@ -47,6 +47,9 @@ rate = R, agent_pinned = B}``, ``{create = {<domain table>}}``, ``{destroy = D}`
 ``{backend = PID, cpus = [...]}``, ``{add_backend = {<backend table>}}``,
 ``{remove_backend = PID}``, ``{node = N, reserved_mib = M}``.
 
+TOML inline tables must fit on one line: write a long expectation or change as
+its own table instead (``[[step.expect]]``, ``[[step.set]]`` under the step).
+
 Expectations: at a step with ``expect``, the ``act`` and ``dry-run`` decisions
 must be exactly those listed; a listed ``suppressed`` one (``reason`` = hold,
 cooldown, conflict or budget) must occur, and unlisted suppressed ones are not
