@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.xenstore.daemon import XenstoreDaemon
+from agent.xenstore.daemon import DomainStatus, XenstoreDaemon
 from agent.xenstore.wire import Op, Packet
 
 try:
@@ -188,3 +188,32 @@ def test_transaction_node_quota(xsd: XenstoreDaemon) -> None:
     tx = int(t(Op.TRANSACTION_START, b"").rstrip(b"\0"))
     for name in (b"a", b"b", b"c"):  # dom0 is not limited
         assert t(Op.READ, b"/local/domain/5/" + name, tx=tx) == b""
+
+
+def test_hypervisor_domain_state_changes(xsd: XenstoreDaemon) -> None:
+    t = Tool(xsd)
+    g = guest(xsd, t, 5)
+    g(Op.WRITE, b"data\0x")
+    write(t, b"/perm-only", b"")
+    t(Op.SET_PERMS, b"/perm-only", b"n9")  # domain 9 is known only from this
+    w = Tool(xsd)
+    w(Op.WATCH, b"@releaseDomain", b"r")
+    states: dict[int, DomainStatus] = {0: DomainStatus(), 5: DomainStatus(), 9: DomainStatus()}
+
+    def release_events() -> list[bytes]:
+        out = xsd.check_domains(states.get)
+        return [p.payload for c, p in out if c is w.conn]
+
+    assert release_events() == []  # nothing changed
+    states[5] = DomainStatus(shutdown=True)
+    assert release_events() == [b"@releaseDomain\0r\0"]  # shut down: fired once
+    assert release_events() == []
+    assert t(Op.IS_DOMAIN_INTRODUCED, b"5") == b"T\0"  # still there until it dies
+    states[5] = DomainStatus(shutdown=True, dying=True)
+    assert release_events() == [b"@releaseDomain\0r\0"]
+    assert g.conn.closed
+    assert t(Op.READ, b"/local/domain/5/data") == b"ERROR:ENOENT"  # it owned them
+    assert t(Op.IS_DOMAIN_INTRODUCED, b"5") == b"F\0"
+    del states[9]
+    assert release_events() == []  # never introduced: no event, but its nodes go
+    assert t(Op.READ, b"/perm-only") == b"ERROR:ENOENT"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.xenstore.daemon import XenstoreDaemon
+from agent.xenstore.daemon import DomainStatus, XenstoreDaemon
 from agent.xenstore.hub import Dom0Session, XenstoreHub
 from agent.xenstore.wire import Access, Op, Packet, Perm, XenstoreError
 
@@ -110,3 +110,13 @@ def test_closed_session(hub: XenstoreHub) -> None:
     with pytest.raises(XenstoreError):
         s.read("/a")
     hub.session().write("/a", "1")  # no event for the closed session, no error
+
+
+def test_domain_death_reaches_subscribers(hub: XenstoreHub) -> None:
+    toolstack = hub.session()
+    toolstack.watch("@releaseDomain", "gone")
+    toolstack.introduce_domain(4)
+    toolstack.take_events()
+    hub.check_domains({0: DomainStatus(), 4: DomainStatus(dying=True)}.get)
+    assert toolstack.take_events() == [(b"@releaseDomain", b"gone")]
+    assert not toolstack.is_domain_introduced(4)

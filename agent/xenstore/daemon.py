@@ -106,6 +106,14 @@ _ERRNO_NAMES: Final = {
 
 _DEFAULT_BUFFER_SIZE = 16
 
+@dataclass(frozen=True, slots=True)
+class DomainStatus:
+    """The hypervisor's view of a domain (flags of ``xc_domain_getinfo``)."""
+
+    shutdown: bool = False  # shut down or crashed
+    dying: bool = False
+
+
 # walk_node_tree() results
 _SUCCESS_STOP = -100
 _ERROR_STOP = -1
@@ -148,6 +156,7 @@ class Connection:
         # Connections holding a talloc reference to this one (SET_TARGET),
         # most recent first: freeing a referenced connection only drops one.
         self.refs: list[Connection] = []
+        self.owner: Connection | None = None  # freed with it (talloc parent)
         self.transactions: dict[int, Transaction] = {}
         self.next_transaction_id = 0
         self.transaction: Transaction | None = None  # of the request in progress
@@ -442,6 +451,8 @@ class XenstoreDaemon:
         conn.closed = True
         if conn.domain is not None:
             self._destroy_domain(conn.domain)
+        for child in [c for c in self.connections if c.owner is conn]:
+            self._destroy_connection(child)
 
     # -- dispatch ------------------------------------------------------------------
 
@@ -776,6 +787,44 @@ class XenstoreDaemon:
         d.conn = None
         if d.introduced:
             self.fire_watches(None, RELEASE_DOMAIN, None, True, None)
+
+    def check_domains(self, status: Callable[[int], DomainStatus | None]) -> list[Outgoing]:
+        """What xenstored does when the hypervisor signals a domain state
+        change (VIRQ_DOM_EXC). ``status(domid)`` answers like
+        ``xc_domain_getinfo``: None if there is no such domain. A domain that
+        shut down or crashed fires @releaseDomain once; a dying one loses its
+        connection and the nodes it owns, and fires @releaseDomain; a domain
+        known only from permissions is forgotten once gone."""
+        self._begin()
+        domains = self.store.domains.domains
+        notify, again = False, True
+        while again:
+            again = False
+            for d in reversed(list(domains.values())):  # C adds at the list head
+                st = status(d.domid)
+                if not d.introduced:
+                    if st is None:
+                        self._destroy_domain(d)
+                        again = True
+                        break
+                    continue
+                if st is not None:
+                    if st.shutdown and not d.shutdown:
+                        d.shutdown = notify = True
+                    if not st.dying:
+                        continue
+                if d.conn is not None:
+                    conn, d.conn = d.conn, None
+                    notify = False  # destroying the domain fires the watch
+                    if conn.refs:  # talloc_unlink: the referencing connection adopts it
+                        conn.owner = conn.refs.pop(0)
+                    else:
+                        self._destroy_connection(conn)
+                    again = True
+                    break
+        if notify:
+            self.fire_watches(None, RELEASE_DOMAIN, None, True, None)
+        return self._finish()
 
     def connected_domain(self, domid: int) -> Domain | int:
         d = self.store.domains.find_introduced(domid)

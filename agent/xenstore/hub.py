@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
-from agent.xenstore.daemon import Connection, Outgoing, XenstoreDaemon
+from agent.xenstore.daemon import Connection, DomainStatus, Outgoing, XenstoreDaemon
 from agent.xenstore.wire import (
     Op,
     Packet,
@@ -86,6 +86,11 @@ class XenstoreHub:
                     self.daemon.delivered(conn)
             else:
                 sink(packet)
+
+    def check_domains(self, status: Callable[[int], DomainStatus | None]) -> None:
+        """The hypervisor says domains changed state: see
+        ``XenstoreDaemon.check_domains`` (fires @releaseDomain)."""
+        self._route(self.daemon.check_domains(status))
 
     def session(self, on_event: EventCallback | None = None) -> Dom0Session:
         return Dom0Session(self, on_event)
