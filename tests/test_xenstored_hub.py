@@ -33,6 +33,9 @@ def test_tree_api(hub: XenstoreHub) -> None:
     with pytest.raises(XenstoreError) as exc:
         s.write("/bad path", "x")
     assert exc.value.name == "EINVAL"
+    with pytest.raises(XenstoreError) as exc:
+        s.write("/big", b"x" * 4096)
+    assert exc.value.name == "E2BIG"
     assert s.get_domain_path(4) == b"/local/domain/4"
     assert s.control("quota", "0").startswith(b"Domain 0:")
 

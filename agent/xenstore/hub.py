@@ -19,6 +19,7 @@ from typing import ClassVar
 
 from agent.xenstore.daemon import Connection, DomainStatus, Outgoing, XenstoreDaemon
 from agent.xenstore.wire import (
+    PAYLOAD_MAX,
     Op,
     Packet,
     Perm,
@@ -134,6 +135,8 @@ class Dom0Session:
         """Send one request; its reply payload, or XenstoreError."""
         if self.conn.closed:
             raise XenstoreError("EIO", "session is closed")
+        if len(payload) > PAYLOAD_MAX:  # libxenstore refuses these itself
+            raise XenstoreError("E2BIG", f"{Op(op).name} payload of {len(payload)} bytes")
         self._req_id = (self._req_id + 1) & 0xFFFFFFFF
         req_id = self._req_id
         self._hub.handle(self.conn, Packet(op, req_id, tx, payload))
