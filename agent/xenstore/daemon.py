@@ -83,6 +83,12 @@ Where the embedded xenstored deliberately differs from C xenstored 4.17:
   guest connections (both are wall-clock policies of the C daemon).
 - A client closing its socket never sets the emulated errno to EBADF (the C
   daemon does so when it reads EOF on a half-closed socket).
+- Output counts as delivered when the transport takes it (C: when write()
+  took it); this bounds the window in which an identical watch event is
+  dropped as a duplicate, and the memory that ``CONTROL quota`` shows.
+- Domains whose device model (SET_TARGET) holds a reference are adopted by
+  it on death instead of being kept by talloc's reference chain; the visible
+  effect (the domain lives on until its device model goes) is the same.
 """
 
 _ERRNO_NAMES: Final = {
