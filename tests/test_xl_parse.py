@@ -242,6 +242,11 @@ def test_every_setup_parses_consistently(setup: str) -> None:
         assert len(dump[d.domid]) == len(topo.nodes)
         if d.domid != 0:  # guests: all their pages are in the dump
             assert sum(dump[d.domid]) == d.memory_kib
+    pools = xp.parse_cpupool_list(text(setup, "cpupool-list.txt"))
+    assert [(p.name, p.ncpus, p.sched) for p in pools] == [
+        ("Pool-0", len(topo.all_cpus), meta["config"]["sched"])
+    ]
+    assert pools[0].domains == len(doms)
     paused = xp.parse_xl_list(text(setup, "list-paused.txt"))
     assert [row.name for row in paused if row.state is DomainState.PAUSED] == ["C"]
 
@@ -273,3 +278,22 @@ def test_classify_captured_failures() -> None:
 def test_cpuset_round_trip_matches_xl() -> None:
     for shown in ("0-3", "2-5", "6-7", "0,2,4-6", "1"):
         assert format_cpuset(parse_cpuset(shown)) == shown
+
+
+def test_topology_4node() -> None:
+    base = FIXTURES / "4node-credit"
+    topo = xp.parse_topology(text(base, "info-n.txt"))
+    assert [n.cpus for n in topo.nodes] == [r(0, 1), r(2, 3), r(4, 5), r(6, 7)]
+    assert topo.distances == (
+        (10, 16, 22, 22),
+        (16, 10, 22, 22),
+        (22, 22, 10, 16),
+        (22, 22, 16, 10),
+    )
+    assert topo.nodes[3].memory_total_kib == 767 * 1024
+    assert topo.nodes[3].memory_free_kib == 349 * 1024
+    numa = xp.parse_xl_list(text(base, "list-n.txt"))
+    assert [row.node_affinity for row in numa] == ["all", "0", "0-1,3", "3"]
+    dump = xp.parse_numa_dump(text(base, "dmesg-u.txt"))
+    assert dump[0] == (84069 * 4, 11689 * 4, 353 * 4, 100497 * 4)
+    assert dump[2] == (16384 * 4, 16384 * 4, 0, 0)
