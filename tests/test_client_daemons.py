@@ -156,15 +156,22 @@ class EmbeddedDaemon:
         self.restart_now()
 
 
-@pytest.fixture(params=[pytest.param("real", marks=pytest.mark.realxs), "embedded"])
+REAL = pytest.param(
+    "real",
+    marks=[
+        pytest.mark.realxs,
+        pytest.mark.skipif(not real_xenstored_available(), reason=unavailable_reason()),
+    ],
+)
+
+
+@pytest.fixture(params=[REAL, "embedded"])
 async def daemon(
     request: pytest.FixtureRequest, nursery: trio.Nursery
 ) -> AsyncIterator[Daemon]:
     if request.param == "embedded":
         yield EmbeddedDaemon(nursery)
         return
-    if not real_xenstored_available():
-        pytest.skip(unavailable_reason())
     rundir = tempfile.mkdtemp(prefix="xnuma-client-", dir="/tmp")
     xs = RealXenstored(Path(rundir))
     xs.start()
