@@ -32,6 +32,9 @@ demo: $(VENV)/.installed
 
 bench: $(VENV)/.installed $(CACHE)/xen/.ready
 	XNUMA_XEN_CACHE=$(CURDIR)/$(CACHE)/xen $(PY) benchmarks/xenstore_bench.py
+	$(PY) benchmarks/rules_bench.py
+	$(PY) benchmarks/audit_bench.py
+	$(PY) benchmarks/sim_speed.py
 
 clean:
 	rm -rf $(VENV) $(CACHE) .pytest_cache .mypy_cache .ruff_cache .hypothesis
