@@ -24,7 +24,8 @@ from agent.hypervisor.interface import NoSuchDomain
 from agent.hypervisor.model import DomainState, VcpuState
 from agent.hypervisor.xl import XlHypervisor, XlPolicy
 
-pytestmark = pytest.mark.xen
+# Boot and guest creation under TCG on a loaded host can take minutes (setup counts).
+pytestmark = [pytest.mark.xen, pytest.mark.timeout(1500)]
 
 _ENV = os.environ.get("XNUMA_XEN_TESTBED", "")
 CACHE = DEFAULT_CACHE if _ENV in ("", "1") else Path(_ENV)
@@ -51,8 +52,8 @@ def testbed() -> Iterator[Testbed]:
 @pytest.fixture
 def hv(testbed: Testbed) -> XlHypervisor:
     prefix = [sys.executable, str(TESTBED_PY), "--cache", str(CACHE)]
-    prefix += ["--workdir", str(testbed.workdir), "run", "--timeout", "120", "--", "xl"]
-    return XlHypervisor(prefix, XlPolicy(timeout_s=180.0, attempts=2, backoff_first_s=1.0))
+    prefix += ["--workdir", str(testbed.workdir), "run", "--timeout", "240", "--", "xl"]
+    return XlHypervisor(prefix, XlPolicy(timeout_s=300.0, attempts=2, backoff_first_s=1.0))
 
 
 def domid_of(testbed: Testbed, name: str) -> int:

@@ -36,7 +36,7 @@ class Capture:
     def run(self, name: str | None, argv: list[str], expect_fail: bool = False) -> str:
         """Run argv in dom0; save stdout as `name`. With expect_fail, save stderr and rc too,
         whatever rc is (some xl errors exit 0)."""
-        res = self.tb.run(argv, timeout=180)
+        res = self.tb.run(argv, timeout=300)
         self.timings.setdefault(" ".join(argv[:2]), []).append(round(res.elapsed, 3))
         if not expect_fail and res.rc != 0:
             raise TestbedError(f"{argv} failed ({res.rc}): {res.stderr}")

@@ -326,7 +326,7 @@ class Testbed:
         (self.cmd_dir / "guests" / f"{name}.cfg").write_text("\n".join(lines) + "\n")
         return f"{CMD}/guests/{name}.cfg"
 
-    def create_guest(self, name: str, timeout: float = 120.0, **kw: object) -> CmdResult:
+    def create_guest(self, name: str, timeout: float = 300.0, **kw: object) -> CmdResult:
         path = self.write_guest_config(name, **kw)  # type: ignore[arg-type]
         return self.run(["xl", "create", path], timeout=timeout, check=True)
 
