@@ -91,7 +91,8 @@ def test_paused_domain_state() -> None:
     [
         ("r-----", DomainState.RUNNING),
         ("-b----", DomainState.BLOCKED),
-        ("------", DomainState.BLOCKED),
+        ("------", DomainState.RUNNING),  # runnable, waiting for a pCPU
+        ("rb----", DomainState.RUNNING),
         ("--p---", DomainState.PAUSED),
         ("---s--", DomainState.SHUTDOWN),
         ("---sr-", DomainState.SHUTDOWN),

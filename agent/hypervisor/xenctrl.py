@@ -145,9 +145,9 @@ def state_from_dominf(flags: int) -> DomainState:
         return DomainState.CRASHED if reason == SHUTDOWN_CRASH else DomainState.SHUTDOWN
     if flags & DOMINF_PAUSED:
         return DomainState.PAUSED
-    if flags & DOMINF_RUNNING:
-        return DomainState.RUNNING
-    return DomainState.BLOCKED
+    if flags & DOMINF_BLOCKED and not flags & DOMINF_RUNNING:
+        return DomainState.BLOCKED
+    return DomainState.RUNNING
 
 
 def vcpu_state(online: bool, running: bool, blocked: bool, domain_paused: bool) -> VcpuState:

@@ -218,9 +218,11 @@ def state_from_flags(flags: str) -> DomainState:
         return DomainState.CRASHED if flags[4] == "c" else DomainState.SHUTDOWN
     if flags[2] == "p":
         return DomainState.PAUSED
-    if flags[0] == "r":
-        return DomainState.RUNNING
-    return DomainState.BLOCKED
+    # Xen sets `b` only when every vCPU is blocked; runnable-but-waiting counts as running
+    # (as the simulator does).
+    if flags[1] == "b" and flags[0] != "r":
+        return DomainState.BLOCKED
+    return DomainState.RUNNING
 
 
 def parse_xl_list(text: str, command: str = "xl list") -> list[XlListRow]:
