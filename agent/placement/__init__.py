@@ -1,0 +1,1 @@
+"""Placement of new domains: nodes for a request, reservations until the domain appears."""
