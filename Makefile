@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 CACHE  := .cache
 
-.PHONY: all demo test lint typecheck unit realxs bench clean
+.PHONY: all demo test lint bench clean xen-testbed xen-test
 
 all: test
 
@@ -19,6 +19,17 @@ $(VENV)/.installed: pyproject.toml
 # $(CACHE)/xen with apt-get download + dpkg -x: nothing global changes.
 $(CACHE)/xen/.ready: tests/realxs/fetch.sh tests/realxs/xenshim.c
 	bash tests/realxs/fetch.sh $(CACHE)/xen
+
+# Xen 4.17 under QEMU (software emulation), built only from Debian packages.
+XEN_TESTBED := $(CACHE)/xen-testbed
+
+$(XEN_TESTBED)/.ready: tests/xen/build.sh tests/xen/dom0-initrd-init.sh tests/xen/guest-init.sh
+	bash tests/xen/build.sh $(XEN_TESTBED)
+
+xen-testbed: $(XEN_TESTBED)/.ready
+
+xen-test: $(VENV)/.installed $(XEN_TESTBED)/.ready
+	XNUMA_XEN_TESTBED=$(CURDIR)/$(XEN_TESTBED) $(VENV)/bin/pytest -q -m xen
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check agent tests
