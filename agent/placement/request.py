@@ -18,7 +18,10 @@ MAX_VCPUS = 4096  # far above any Xen guest (HVM_MAX_VCPUS is 128)
 MAX_MEMORY_MIB = 1 << 26  # 64 TiB
 MAX_NODES = 64  # node ids are 0..MAX_NODES-1; Xen's MAX_NUMNODES is 64
 MAX_NAME = 128
-ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# Request ids as a requester gives them; the servers prefix their source
+# (``sock-``, ``xs-``), which keeps the whole id within 64 characters.
+ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,59}")
+FULL_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _MEMORY_RE = re.compile(r"(\d+)(?:\.(\d+))?\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
 _UNIT_MIB = {"": 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
@@ -115,7 +118,8 @@ def check_request(fields: Mapping[str, Any], where: str, request_id: str) -> Pla
     if unknown:
         raise RequestError(f"{where}: unknown field(s) {', '.join(unknown)} "
                            f"(known: {', '.join(sorted(known))})")
-    check_id(request_id, where)
+    if not isinstance(request_id, str) or not FULL_ID_RE.fullmatch(request_id):
+        raise RequestError(f"{where}: request id {request_id!r} must match {FULL_ID_RE.pattern}")
     name = _str(fields, "name", where, limit=MAX_NAME, default="")
     if any(not ch.isprintable() or ch == "/" for ch in name):
         raise RequestError(f"{where}: name {name!r} has a control character or '/'")
