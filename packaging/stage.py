@@ -5,9 +5,11 @@
         Copy what a package build needs from this checkout into DEST: agent/,
         rules/*.toml, packaging/, pyproject.toml, README.md (no caches).
 
-    stage.py install --root ROOT [--prefix /usr] --python INTERP WHEEL...
-        ROOT/PREFIX/lib/xnuma/  the agent package and the given wheels, unpacked
-        ROOT/PREFIX/bin/xnuma   a launcher: INTERP -I, code from ../lib/xnuma
+    stage.py install --root ROOT [--prefix /usr] [--lib lib] --python INTERP WHEEL...
+        ROOT/PREFIX/LIB/xnuma/  the agent package and the given wheels, unpacked
+        ROOT/PREFIX/bin/xnuma   a launcher: INTERP -I, code from ../LIB/xnuma
+        (LIB: "lib" for Debian's arch-independent package, "lib64" for an RPM
+        that carries a compiled module on a 64-bit EL)
 
 The launcher finds its code relative to its own path, so a tree unpacked into
 a scratch root runs as it is. ``-I`` (isolated mode) keeps PYTHONPATH, the user
@@ -33,12 +35,12 @@ SKIP = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".*")
 
 LAUNCHER = '''\
 #!{python} -I
-"""xnuma command line; the code is in ../lib/xnuma beside this file's directory."""
+"""xnuma command line; the code is in ../{lib}/xnuma from this file's directory."""
 import os
 import sys
 
 sys.path.insert(
-    0, os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "lib", "xnuma")
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "{lib}", "xnuma")
 )
 from agent.cli import main  # noqa: E402
 
@@ -100,11 +102,13 @@ def unpack_wheel(wheel: Path, lib: Path, owners: dict[str, Path]) -> None:
             target.chmod(0o755 if name.suffix == ".so" else 0o644)
 
 
-def install(root: Path, prefix: str, python: str, wheels: list[Path]) -> None:
+def install(root: Path, prefix: str, libname: str, python: str, wheels: list[Path]) -> None:
     if not python.startswith("/"):
         fail(f"--python {python!r}: must be an absolute path (it becomes the #! line)")
+    if not libname or "/" in libname or libname.startswith("."):
+        fail(f"--lib {libname!r}: one directory name under the prefix, like lib or lib64")
     base = root / prefix.strip("/")
-    lib = base / "lib" / "xnuma"
+    lib = base / libname / "xnuma"
     if lib.exists():
         shutil.rmtree(lib)
     count = install_agent(REPO / "agent", lib)
@@ -113,7 +117,7 @@ def install(root: Path, prefix: str, python: str, wheels: list[Path]) -> None:
         unpack_wheel(wheel, lib, owners)
     launcher = base / "bin" / "xnuma"
     launcher.parent.mkdir(parents=True, exist_ok=True)
-    launcher.write_text(LAUNCHER.format(python=python))
+    launcher.write_text(LAUNCHER.format(python=python, lib=libname))
     launcher.chmod(0o755)
     print(f"stage.py: {count} agent files and {len(wheels)} wheels into {lib}; "
           f"launcher {launcher}")
@@ -127,13 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     inst = sub.add_parser("install", help="install agent, wheels and launcher under ROOT")
     inst.add_argument("--root", type=Path, required=True)
     inst.add_argument("--prefix", default="/usr")
+    inst.add_argument("--lib", default="lib", help="library directory under the prefix")
     inst.add_argument("--python", required=True, help="interpreter for the #! line")
     inst.add_argument("wheels", nargs="*", type=Path, metavar="WHEEL")
     args = parser.parse_args(argv)
     if args.command == "source":
         copy_source(args.dest)
     else:
-        install(args.root, args.prefix, args.python, args.wheels)
+        install(args.root, args.prefix, args.lib, args.python, args.wheels)
     return 0
 
 
