@@ -68,6 +68,13 @@ class Observation:
     # Run rates measured by the source itself (fraction of one pCPU); when
     # None they are derived from the change of ``VcpuInfo.time_ns``.
     run_rates: Mapping[VcpuKey, float] | None = None
+    # Demand of each vCPU: the share of one pCPU it wants (running or queued),
+    # as the source estimates it. A run rate understates it on a node where
+    # vCPUs queue; when None (or a vCPU is missing) its run rate stands in.
+    demand: Mapping[VcpuKey, float] | None = None
+    # pCPUs of each cpupool by name, as far as the source knows them; a pool
+    # not listed spans every pCPU. vCPUs compete only within their pool.
+    pool_cpus: Mapping[str, CpuSet] = field(default_factory=dict)
 
 
 # -- views --------------------------------------------------------------------
@@ -106,6 +113,8 @@ class VcpuView:
     on_home: bool
     off_node_s: float
     run_rate: float
+    demand: float
+    misplaced: bool
     pinned: bool
     agent_pinned: bool
     domain: DomainView = field(repr=False)
@@ -173,6 +182,8 @@ class HostView:
     max_load: float
     dom0_node_bound: bool
     nodes: list[NodeView] = field(repr=False)
+    # Per (cpupool, node): what its pCPUs offer and what the vCPUs homed there want.
+    balance: dict[tuple[str, int], NodeBalance] = field(repr=False)
     domains: list[DomainView] = field(repr=False)
     vcpus: list[VcpuView] = field(repr=False)
     backends: list[BackendView] = field(repr=False)
@@ -219,6 +230,98 @@ def _absent_domain() -> DomainView:
 # value every field of which reads as zero/empty, so conditions never fail.
 ABSENT_NODE = _absent_node()
 ABSENT_DOMAIN = _absent_domain()
+
+
+# -- the efficiency model --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NodeBalance:
+    """One node as one cpupool sees it, in pCPUs."""
+
+    capacity: int  # the pool's pCPUs on the node
+    home_demand: float  # demand of the pool's vCPUs homed on the node
+    spill: float  # of that, how much may run elsewhere without costing work
+
+    @property
+    def spare(self) -> float:
+        """pCPUs its own vCPUs leave free."""
+        return max(self.capacity - self.home_demand, 0.0)
+
+    @property
+    def overflow(self) -> float:
+        """Demand of its own vCPUs beyond its pCPUs."""
+        return max(self.home_demand - self.capacity, 0.0)
+
+
+# A remote vCPU is "justified" while it fills spare pCPUs with demand its home
+# cannot serve; rounding to whole vCPUs: up to half a vCPU of slack.
+_SLACK_VCPU = 0.5
+
+Flows = dict[tuple[str, int, int], float]  # (pool, home node, other node) -> pCPUs
+
+
+def _balance(
+    topo: Topology, vcpus: list[VcpuView], pool_cpus: Mapping[str, CpuSet]
+) -> tuple[dict[tuple[str, int], NodeBalance], Flows]:
+    """Per pool and node: capacity, home demand and spill; and where the spill goes.
+
+    The most useful work a pool can do puts each node's own vCPUs on it up to
+    its pCPUs, and the overflow on other nodes' spare pCPUs, nearest first (a
+    remote vCPU does less work than a local one, but more than a queued one).
+    """
+    node_ids = sorted(n.id for n in topo.nodes)
+    nearest = {h: sorted((m for m in node_ids if m != h), key=lambda m: (_dist(topo, h, m), m))
+               for h in node_ids}
+    balance: dict[tuple[str, int], NodeBalance] = {}
+    flows: Flows = {}
+    for pool in sorted({v.domain.pool for v in vcpus}):
+        cpus = pool_cpus.get(pool, topo.all_cpus)
+        cap = {n.id: len(n.cpus & cpus) for n in topo.nodes}
+        demand = dict.fromkeys(node_ids, 0.0)
+        for v in vcpus:
+            if v.domain.pool == pool and v.home_node in demand:
+                demand[v.home_node] += v.demand
+        spare = {n: max(cap[n] - demand[n], 0.0) for n in node_ids}
+        for h in node_ids:
+            over = demand[h] - cap[h]
+            spill = 0.0
+            for m in nearest[h]:
+                if over <= 0:
+                    break
+                flow = min(over, spare[m])
+                if flow > 0:
+                    flows[(pool, h, m)] = flow
+                    over -= flow
+                    spare[m] -= flow
+                    spill += flow
+            balance[(pool, h)] = NodeBalance(cap[h], demand[h], spill)
+    return balance, flows
+
+
+def _dist(topo: Topology, a: int, b: int) -> int:
+    try:
+        return topo.distances[a][b]
+    except IndexError:
+        return 0
+
+
+def _mark_misplaced(vcpus: list[VcpuView], flows: Flows) -> None:
+    """Set ``misplaced`` on each busy vCPU off its home node beyond the spill the
+    model allows its home's overflow on that node: there it costs work."""
+    busy = (VcpuState.RUNNING.value, VcpuState.RUNNABLE.value)
+    used: Flows = {}
+    for v in vcpus:
+        if v.home_node < 0 or v.node < 0 or v.node == v.home_node or v.demand <= 0:
+            continue
+        if v.state not in busy:
+            continue
+        key = (v.domain.pool, v.home_node, v.node)
+        taken = used.get(key, 0.0)
+        if taken + v.demand <= flows.get(key, 0.0) + _SLACK_VCPU:
+            used[key] = taken + v.demand
+        else:
+            v.misplaced = True
 
 
 # -- the builder ----------------------------------------------------------------
@@ -297,6 +400,8 @@ def build_state(obs: Observation, previous: HostView | None = None) -> HostView:
         vcpus.extend(domains[-1].vcpus)
 
     nodes = _build_nodes(obs, topo, vcpus, domains)
+    balance, flows = _balance(topo, vcpus, obs.pool_cpus)
+    _mark_misplaced(vcpus, flows)
     node_by_id = {n.id: n for n in nodes}
     domain_by_id = {d.domid: d for d in domains}
     backends = _build_backends(obs, domain_by_id, node_by_id)
@@ -312,7 +417,7 @@ def build_state(obs: Observation, previous: HostView | None = None) -> HostView:
         now=obs.time, node_count=len(nodes), cpus=cpus, busy_cpus=busy,
         idle_cpus=max(cpus - busy, 0.0), load=busy / cpus if cpus else 0.0,
         min_load=min(loads), max_load=max(loads), dom0_node_bound=dom0_bound,
-        nodes=nodes, domains=domains, vcpus=vcpus, backends=backends,
+        nodes=nodes, balance=balance, domains=domains, vcpus=vcpus, backends=backends,
         distances=topo.distances, node_by_id=node_by_id, domain_by_id=domain_by_id,
         vcpu_by_key={(v.domid, v.id): v for v in vcpus},
         backend_by_pid={b.pid: b for b in backends},
@@ -379,6 +484,10 @@ def _build_domain(
         v_home = next(iter(own_soft)) if len(own_soft) == 1 else home
         on_soft = v.cpu is None or v.cpu in v.soft or not v.soft
         off = not on_soft and not paused and v.state not in (VcpuState.OFFLINE, VcpuState.PAUSED)
+        rate = _run_rate(v, prev_v, prev_time, obs)
+        wants = obs.demand.get(key) if obs.demand is not None else None
+        if wants is None or paused or v.state in (VcpuState.OFFLINE, VcpuState.PAUSED):
+            wants = rate
         off_since = None
         if off:
             off_since = obs.time
@@ -391,14 +500,15 @@ def _build_domain(
                 soft_nodes=own_soft, on_soft=on_soft, home_node=v_home,
                 on_home=node == v_home and node >= 0,
                 off_node_s=obs.time - off_since if off_since is not None else 0.0,
-                run_rate=_run_rate(v, prev_v, prev_time, obs),
+                run_rate=rate, demand=min(max(float(wants), rate, 0.0), 1.0), misplaced=False,
                 pinned=masks.narrower_than_all(v.hard), agent_pinned=key in obs.agent_pinned,
                 domain=dom, hard=v.hard, soft=v.soft, time_ns=v.time_ns, off_since=off_since,
             )
         )
-    dom.demand = sum(v.run_rate for v in dom.vcpus)
+    dom.demand = sum(v.demand for v in dom.vcpus)
+    run = sum(v.run_rate for v in dom.vcpus)
     on_soft_rate = sum(v.run_rate for v in dom.vcpus if v.on_soft)
-    dom.locality = on_soft_rate / dom.demand if dom.demand > 0 else 1.0
+    dom.locality = on_soft_rate / run if run > 0 else 1.0
     dom.off_node_vcpus = sum(1 for v in dom.vcpus if not v.on_soft)
     return dom
 
@@ -429,7 +539,7 @@ def _build_nodes(
                 here.running_vcpus += 1
         home = by_id.get(v.home_node)
         if home is not None:
-            home.home_demand += v.run_rate
+            home.home_demand += v.demand
     for d in domains:
         home = by_id.get(d.home_node)
         if home is not None:
