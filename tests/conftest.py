@@ -108,6 +108,13 @@ def embedded_xenstored() -> Iterator[EmbeddedXenstored]:
         yield xs
 
 
+@pytest.fixture(scope="module")
+def embedded_xenstored_module() -> Iterator[EmbeddedXenstored]:
+    """One embedded xenstored for a whole test module (``restart()`` to reset)."""
+    with running_embedded_xenstored() as xs:
+        yield xs
+
+
 @pytest.fixture
 def real_xenstored(tmp_path: Path) -> Iterator[RealXenstored]:
     if not real_xenstored_available():

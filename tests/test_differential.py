@@ -22,21 +22,18 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.xenstore.daemon import XenstoreDaemon
 from agent.xenstore.wire import Decoder, Op, Packet, encode_raw
 
 try:
-    from conftest import EmbeddedXenstored, running_embedded_xenstored
     from realxs.harness import RealXenstored, real_xenstored_available, unavailable_reason
 except ImportError:  # repo root on sys.path
-    from tests.conftest import (  # type: ignore[no-redef]
-        EmbeddedXenstored,
-        running_embedded_xenstored,
-    )
     from tests.realxs.harness import (  # type: ignore[no-redef]
         RealXenstored,
         real_xenstored_available,
@@ -195,21 +192,28 @@ class Side:
         ]
 
 
+class Embedded(Protocol):
+    """The ``embedded_xenstored_module`` fixture (tests/conftest.py)."""
+
+    socket_path: Path
+    daemon: XenstoreDaemon
+
+    def restart(self) -> None: ...
+
+
 class DaemonPair:
     """The real and the embedded daemon, fed the same steps."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, embedded: Embedded) -> None:
         self.real = RealXenstored(tmp)
         self.real.start()
-        self._embedded_cm = running_embedded_xenstored()
-        self.embedded: EmbeddedXenstored = self._embedded_cm.__enter__()
+        self.embedded = embedded
 
     def restart(self) -> None:
         self.real.restart()
         self.embedded.restart()
 
     def close(self) -> None:
-        self._embedded_cm.__exit__(None, None, None)
         self.real.close()
 
     def check(self, steps: Sequence[Step], nconns: int = NCONNS) -> bool:
@@ -261,8 +265,10 @@ def _died(xs: RealXenstored) -> bool:
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonPair]:
-    p = DaemonPair(tmp_path_factory.mktemp("differential"))
+def pair(
+    tmp_path_factory: pytest.TempPathFactory, embedded_xenstored_module: Embedded
+) -> Iterator[DaemonPair]:
+    p = DaemonPair(tmp_path_factory.mktemp("differential"), embedded_xenstored_module)
     try:
         yield p
     finally:

@@ -9,17 +9,19 @@ from __future__ import annotations
 import errno
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import pytest
 from pyxs import Client, PyXSError
 
-try:
-    from conftest import EmbeddedXenstored
-except ImportError:  # repo root on sys.path
-    from tests.conftest import EmbeddedXenstored  # type: ignore[no-redef]
-
 T = TypeVar("T")
+
+
+class Embedded(Protocol):
+    """The ``embedded_xenstored`` fixture (tests/conftest.py)."""
+
+    socket_path: Path
 HANG_GUARD = 20.0
 
 
@@ -43,7 +45,7 @@ def guarded(func: Callable[[], T]) -> T:
 
 
 @pytest.fixture
-def client(embedded_xenstored: EmbeddedXenstored) -> Iterator[Client]:
+def client(embedded_xenstored: Embedded) -> Iterator[Client]:
     c = Client(unix_socket_path=str(embedded_xenstored.socket_path))
     guarded(c.connect)
     try:
@@ -76,7 +78,7 @@ def test_tree_operations(client: Client) -> None:
     guarded(scenario)
 
 
-def test_transactions(client: Client, embedded_xenstored: EmbeddedXenstored) -> None:
+def test_transactions(client: Client, embedded_xenstored: Embedded) -> None:
     def scenario() -> None:
         client.write(b"/t/a", b"0")
         client.transaction()

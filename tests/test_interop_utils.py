@@ -11,11 +11,11 @@ import os
 import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
 try:
-    from conftest import EmbeddedXenstored
     from realxs.harness import (
         RealXenstored,
         real_xenstored_available,
@@ -25,7 +25,6 @@ try:
         xenstore_util_argv,
     )
 except ImportError:  # repo root on sys.path
-    from tests.conftest import EmbeddedXenstored  # type: ignore[no-redef]
     from tests.realxs.harness import (  # type: ignore[no-redef]
         RealXenstored,
         real_xenstored_available,
@@ -43,6 +42,12 @@ pytestmark = [
 Result = tuple[int, bytes, bytes]
 
 
+class Embedded(Protocol):
+    """The ``embedded_xenstored`` fixture (tests/conftest.py)."""
+
+    socket_path: Path
+
+
 def run_all(socket: Path, commands: Sequence[Sequence[str]]) -> list[Result]:
     out = []
     for name, *args in commands:
@@ -53,7 +58,7 @@ def run_all(socket: Path, commands: Sequence[Sequence[str]]) -> list[Result]:
 
 @pytest.fixture
 def both(
-    embedded_xenstored: EmbeddedXenstored, real_xenstored: RealXenstored
+    embedded_xenstored: Embedded, real_xenstored: RealXenstored
 ) -> Iterator[tuple[Path, Path]]:
     yield embedded_xenstored.socket_path, real_xenstored.socket_path
 

@@ -138,11 +138,19 @@ async def test_serve_unix(short_dir: Path) -> None:
 
 
 def _wait_for_socket(path: Path, proc: subprocess.Popen[bytes]) -> None:
+    """Until the daemon accepts connections (the socket file appears at bind
+    time, a moment before listen)."""
     deadline = time.monotonic() + HANG_GUARD
-    while not path.exists():
+    while True:
         assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "xnuma xenstored did not create its socket"
-        time.sleep(0.02)
+        assert time.monotonic() < deadline, "xnuma xenstored did not start serving"
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(path))
+            except OSError:
+                time.sleep(0.02)
+                continue
+        return
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
