@@ -331,15 +331,51 @@ def test_unit_settings_the_agent_relies_on() -> None:
         assert cap not in dropped
 
 
+def documented(text: str) -> dict[str, list[object]]:
+    """Settings in the default config, set or shown commented out (``#key = value``)."""
+    found: dict[str, list[object]] = {}
+    for m in re.finditer(r"^#?([a-z_]+) = (.+)$", text, re.M):
+        found.setdefault(m.group(1), []).append(tomllib.loads(f"v = {m.group(2)}")["v"])
+    return found
+
+
+DEFAULT_CONFIG = PACKAGING / "xnuma.toml"
+
+
 def test_unit_paths_match_the_default_config() -> None:
-    config = tomllib.loads((PACKAGING / "xnuma.toml").read_text())
+    config = documented(DEFAULT_CONFIG.read_text())
     s = unit_settings((PACKAGING / "xnuma.service").read_text())
-    assert Path(config["audit_log"]).parent == Path("/var/log") / s["LogsDirectory"][0]
-    assert Path(config["journal"]).parent == Path("/var/lib") / s["StateDirectory"][0]
-    assert config["rules_dir"] == "/etc/xnuma/rules.d"
-    textfile_dir = "/var/lib/prometheus/node-exporter"
-    assert f"-{textfile_dir}" in " ".join(s["ReadWritePaths"])
-    assert textfile_dir in (PACKAGING / "xnuma.toml").read_text()
+    assert [Path(str(p)).parent for p in config["audit_log"]] == [
+        Path("/var/log") / s["LogsDirectory"][0]
+    ]
+    assert [Path(str(p)).parent for p in config["journal"]] == [
+        Path("/var/lib") / s["StateDirectory"][0]
+    ]
+    assert config["rules_dir"] == ["/etc/xnuma/rules.d"]
+    writable = " ".join(s["ReadWritePaths"]).split()
+    assert len(config["metrics_textfile"]) == 2
+    for textfile in config["metrics_textfile"]:
+        assert f"-{Path(str(textfile)).parent}" in writable
+
+
+def test_default_config_loads_and_shows_every_key_with_its_default() -> None:
+    """In sync with agent/daemon/config.py: the file loads, and documents every key
+    with the built-in default (keys whose default is None show an example)."""
+    config = pytest.importorskip("agent.daemon.config")
+    from dataclasses import fields
+
+    assert config.read_file(DEFAULT_CONFIG) == {"dry_run": True}
+    loaded = config.load(DEFAULT_CONFIG, {})
+    assert loaded.dry_run is True and loaded.backend == "xl"
+    shown = documented(DEFAULT_CONFIG.read_text())
+    defaults = config.AgentConfig()
+    assert sorted(shown) == sorted(f.name for f in fields(defaults))
+    for key, values in shown.items():
+        for value in values:
+            converted = config.from_mapping({key: value}, str(DEFAULT_CONFIG))[key]
+            default = getattr(defaults, key)
+            if key != "dry_run" and default is not None:
+                assert converted == default, (key, value, default)
 
 
 # -- the RPM ----------------------------------------------------------------------------
