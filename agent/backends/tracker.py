@@ -1,0 +1,60 @@
+"""What the agent calls: scan for backends, say which appeared, carry out pins.
+
+    tracker = BackendTracker(LinuxProcesses())        # or the simulator's table
+    scan = await tracker.scan(xs, domids)             # on backend subtree changes, ticks
+    observation.backends = scan.backends              # -> BackendView in the host state
+    for b in scan.appeared: emit backend.appear       # new pids since the last scan
+    dom0 = Dom0Cpus.of(topology, dom0_vcpus)          # from Hypervisor.vcpus(0)
+    result = tracker.pin(action, dom0)                # for a rule's backend.pin
+    audit(result.record(duration=..., decision_seq=...))
+
+Re-placement when a guest's home node changes needs nothing here: the next
+scan reports the backend's CPUs, the host state shows it off its guest's new
+home node, and the rule asks to pin it again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from agent.backends.discovery import Discovery, Rejected, discover
+from agent.backends.dom0 import Dom0Cpus
+from agent.backends.pin import BackendPinner, PinResult
+from agent.backends.procs import ProcessTable
+from agent.rules.actions import PinBackend
+from agent.state import BackendInfo
+from agent.xenstore.operations import Operations
+
+
+@dataclass(slots=True)
+class Scan:
+    backends: tuple[BackendInfo, ...]
+    appeared: list[BackendInfo] = field(default_factory=list)
+    gone: list[BackendInfo] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+class BackendTracker:
+    def __init__(self, procs: ProcessTable, *, by_name: bool = True) -> None:
+        self.procs = procs
+        self.by_name = by_name
+        self.pinner = BackendPinner(procs)
+        self._known: dict[tuple[int, int], BackendInfo] = {}  # (pid, domid) -> last seen
+
+    async def scan(self, xs: Operations, domids: Iterable[int]) -> Scan:
+        found: Discovery = await discover(xs, self.procs, domids, by_name=self.by_name)
+        now = {(b.pid, b.domid): b for b in found.backends}
+        appeared = [b for k, b in now.items() if k not in self._known]
+        gone = [b for k, b in self._known.items() if k not in now]
+        for b in gone:
+            self.pinner.refused.pop(b.pid, None)
+        self._known = now
+        return Scan(tuple(found.backends), appeared, gone, found.rejected)
+
+    @property
+    def backends(self) -> tuple[BackendInfo, ...]:
+        return tuple(self._known.values())
+
+    def pin(self, action: PinBackend, dom0: Dom0Cpus) -> PinResult:
+        return self.pinner.pin(action.pid, action.domid, action.node, dom0)
