@@ -177,6 +177,16 @@ class SimHost(HostCore):
         )
         if not hard & pool.cpus:
             raise SimError(f"{where}: hard affinity has no pCPU of cpupool {spec.pool!r}")
+        pins = spec.pins
+        if pins is not None:
+            if spec.hard is not None:
+                raise SimError(f"{where}: give hard or pins, not both")
+            if len(pins) != spec.vcpus:
+                raise SimError(f"{where}: {len(pins)} pins for {spec.vcpus} vCPUs")
+            hard = self._check_cpus(f"{where} pins", frozenset(pins))
+            outside = sorted(p for p in pins if not pool.cpus >> p & 1)
+            if outside:
+                raise SimError(f"{where}: pins {outside} are not in cpupool {spec.pool!r}")
         soft = None if spec.soft is None else self._check_cpus(f"{where} soft", spec.soft)
         if spec.memory_nodes is not None:
             bad_nodes = [n for n in spec.memory_nodes if not 0 <= n < topo.nnodes]
@@ -211,8 +221,12 @@ class SimHost(HostCore):
         for i in range(spec.vcpus):
             v = Vcpu(dom, i, topo.nnodes, loads[i])
             v.rng = wl.vcpu_rng(self.spec.seed, domid, i)
-            v.set_masks(hard, soft, pool.cpus)
-            v.cpu = first(start_cpus) if i == 0 else cycle(dom.vcpus[-1].cpu, start_cpus)
+            if pins is not None:  # sched_init_vcpu: a pinned vCPU starts on its pCPU
+                v.set_masks(1 << pins[i], soft, pool.cpus)
+                v.cpu = pins[i]
+            else:
+                v.set_masks(hard, soft, pool.cpus)
+                v.cpu = first(start_cpus) if i == 0 else cycle(dom.vcpus[-1].cpu, start_cpus)
             dom.vcpus.append(v)
             runnable, amount = wl.start(v.workload, v.rng)
             if runnable:

@@ -476,7 +476,9 @@ class Runner:
         home = max(range(len(memory)), key=lambda n: (memory[n], -n))
         pool = self.pools[spec.pool]
         allowed = pool if spec.hard is None else spec.hard & pool
-        self.live[name] = _Live(name, domid, home, [allowed] * spec.vcpus)
+        per_vcpu = ([frozenset({p}) & pool for p in spec.pins] if spec.pins is not None
+                    else [allowed] * spec.vcpus)
+        self.live[name] = _Live(name, domid, home, per_vcpu)
         for listener in self.listeners:
             listener.domain_created(self.host, domid)
 

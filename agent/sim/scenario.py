@@ -237,7 +237,7 @@ HOST_KEYS = ("nodes", "distances", "threads_per_core", "pools", "remote_speed",
 NODE_KEYS = ("cpus", "memory_mib", "memory_gib")
 POOL_KEYS = ("name", "cpus", "scheduler")
 DOMAIN_KEYS = ("vcpus", "memory_mib", "memory_gib", "workload", "workloads", "soft", "hard",
-               "memory_nodes", "pool", "weight", "cap", "uuid", "paused")
+               "pins", "memory_nodes", "pool", "weight", "cap", "uuid", "paused")
 DOM0_KEYS = tuple(k for k in DOMAIN_KEYS if k != "paused")
 WORKLOAD_KEYS: dict[str, tuple[str, ...]] = {
     "cpu-bound": (),
@@ -828,6 +828,13 @@ class _Parser:
         if hard is not None and pool is not None and not hard & pool_cpus[pool]:
             self.err(table, "hard", f"no pCPU of {format_cpuset(hard)} is in pool {pool!r} "
                      f"({format_cpuset(pool_cpus[pool])}): Xen refuses such a mask")
+        pins = None
+        if "pins" in value and vcpus is not None:
+            pins = self.pin_list(table, value["pins"], vcpus,
+                                 pool_cpus[pool] if pool is not None else None)
+            if hard is not None:
+                self.err(table, "pins", "give hard (one mask for every vCPU) or pins (one "
+                         "pCPU per vCPU), not both")
         memory_nodes = self.optional(table, value, "memory_nodes", self.node_list, None)
         weight = self.optional(table, value, "weight",
                                lambda t, k, v: self.integer(t, k, v, low=1, high=65535), 256)
@@ -856,6 +863,7 @@ class _Parser:
             memory_mib=memory,
             workload=workload,
             hard=hard,
+            pins=pins,
             soft=soft,
             memory_nodes=memory_nodes,
             pool=pool,
@@ -864,6 +872,28 @@ class _Parser:
             is_dom0=is_dom0,
             uuid=uuid,
         )
+
+    def pin_list(
+        self, table: str, value: object, vcpus: int, pool: CpuSet | None
+    ) -> tuple[int, ...] | None:
+        """One pCPU per vCPU (``xl vcpu-pin`` each), all in the domain's pool."""
+        if not isinstance(value, list) or len(value) != vcpus:
+            self.err(table, "pins", f"expected an array of {vcpus} pCPU numbers (one per "
+                     f"vCPU), got {_type_name(value)}"
+                     + (f" of {len(value)}" if isinstance(value, list) else ""))
+            return None
+        pins: list[int] = []
+        for item in value:
+            cpu = self.integer(table, "pins", item, low=0, high=max(len(self.all_cpus) - 1, 0))
+            if cpu is None:
+                return None
+            pins.append(cpu)
+        if pool is not None and not set(pins) <= pool:
+            outside = sorted(set(pins) - pool)
+            self.err(table, "pins", f"pCPUs {outside} are not in the domain's pool "
+                     f"({format_cpuset(pool)})")
+            return None
+        return tuple(pins)
 
     def boolean(self, table: str, key: str, value: object) -> bool | None:
         if not isinstance(value, bool):

@@ -87,6 +87,9 @@ class DomainSpec:
     memory_mib: int
     workload: Workload | tuple[Workload, ...] = CpuBound()  # one for all, or one per vCPU
     hard: frozenset[int] | None = None  # pCPUs; None = all pCPUs of its pool
+    # One pCPU per vCPU: vCPU i hard-pinned to pins[i] (xl vcpu-pin, dom0_vcpus_pin);
+    # instead of ``hard``.
+    pins: tuple[int, ...] | None = None
     soft: frozenset[int] | None = None  # pCPUs; None = from placement
     memory_nodes: tuple[int, ...] | None = None  # None = libxl automatic placement
     pool: str = "Pool-0"
