@@ -31,6 +31,10 @@ would see on a real host. The parts and their sources (tools/libs/light/):
   is gone and releases it, firing ``@releaseDomain`` (done here with RELEASE).
 - dom0 gets what ``xen-init-dom0`` writes: its ``domid``, its ``name`` and a
   ``/local/pool/<id>/name`` per cpupool.
+- dom0's kernel starts the backend threads (``dom0``, a
+  ``agent.sim.dom0_procs.SimDom0Processes``): blkback's thread (the pid in
+  ``kthread-pid``) and netback's two threads of queue 0, found by name, as on
+  Linux; they end when the guest is destroyed.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from agent.hypervisor.model import DomainInfo
+from agent.sim.dom0_procs import SimDom0Processes
 from agent.sim.run import Host
 from agent.sim.scenario import POOL0_NAME
 from agent.sim.spec import HostSpec
@@ -94,6 +99,7 @@ class SimToolstack:
         self.guests: dict[int, GuestRecord] = {}
         self._rings: dict[int, _GuestRing] = {}
         self._next_pid = FIRST_BACKEND_PID
+        self.dom0 = SimDom0Processes()
 
     @classmethod
     def for_host(cls, host: HostSpec) -> SimToolstack:
@@ -106,6 +112,7 @@ class SimToolstack:
         info = _info(host, domid)
         self._alive.add(domid)
         if domid == 0:
+            self.dom0.dom0_vcpus = info.vcpus
             self._init_dom0()
         else:
             self._build(info, host.now_ns)
@@ -120,6 +127,7 @@ class SimToolstack:
         for path in (f"/vm/{record.uuid}", f"/local/domain/{domid}", f"/libxl/{domid}"):
             _rm(s, path)
         self._alive.discard(domid)
+        self.dom0.stop_domain(domid)
         ring = self._rings.pop(domid, None)
         s.release_domain(domid)  # xenstored's domain_cleanup: fires @releaseDomain
         if ring is not None:
@@ -248,6 +256,11 @@ class SimToolstack:
         }, ro_front={"mtu": "1500"})
         self.guests[domid] = GuestRecord(domid, uuid, info.name, vbd_pid,
                                          (("vbd", VBD_DEVID), ("vif", VIF_DEVID)))
+        # dom0's kernel threads for them (xen-blkback, xen-netback queue 0)
+        self.dom0.start(vbd_pid, f"blkback.{domid}.xvda", domid, "vbd")
+        for role in ("guest-rx", "dealloc"):
+            self.dom0.start(self._next_pid, f"vif{domid}.{VIF_DEVID}-q0-{role}", domid, "vif")
+            self._next_pid += 1
         self._connect_devices(domid, vbd_pid)
 
     def _device_add(
