@@ -39,7 +39,7 @@ test: $(VENV)/.installed $(CACHE)/xen/.ready lint
 	XNUMA_XEN_CACHE=$(CURDIR)/$(CACHE)/xen $(VENV)/bin/pytest -q
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/xnuma demo
+	$(VENV)/bin/xnuma sim seed-abc --plot seed-abc.png
 
 bench: $(VENV)/.installed $(CACHE)/xen/.ready
 	XNUMA_XEN_CACHE=$(CURDIR)/$(CACHE)/xen $(PY) benchmarks/xenstore_bench.py
