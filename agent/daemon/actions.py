@@ -1,0 +1,95 @@
+"""Decisions the rules took -> what the agent does, one action at a time.
+
+Actions run in the order the decisions came, each to completion (or to its
+time bound) before the next: two changes to the host at one instant then land
+in a fixed order, so a run against the simulator is reproducible, and no two
+actions ever race on one vCPU. Each action is bounded in time; running out is
+recorded as a failure and the agent goes on.
+
+``vcpu.fixup`` and ``vcpu.swap`` go to ``fixup``, ``domain.set_soft``
+(soft-follows-memory, rebalance) to ``soft``. A ``note`` is its decision
+record and nothing more. Other types (placement, backend pinning) are served
+by handlers registered for their type; without one the action is recorded as
+skipped, saying so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import trio
+
+from agent.daemon.fixup import Fixer
+from agent.daemon.recorder import Recorder, subject_of
+from agent.daemon.soft import SoftSetter
+from agent.rules import Action, Decision, Note, SetSoftAffinity, VcpuFixup, VcpuSwap
+from agent.rules.actions import action_record
+from agent.state import HostView
+
+Handler = Callable[[Action, int | None, HostView], Awaitable[str]]
+
+# Seconds an action may take beyond its own timeout: a few hypervisor calls, retried.
+CALL_MARGIN_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    decision: Decision
+    seq: int | None
+
+
+class Actions:
+    def __init__(
+        self,
+        fixer: Fixer,
+        soft: SoftSetter,
+        recorder: Recorder,
+        *,
+        handlers: Mapping[str, Handler] | None = None,
+        clock: Callable[[], float] = trio.current_time,
+    ) -> None:
+        self.fixer = fixer
+        self.soft = soft
+        self.recorder = recorder
+        self.handlers = dict(handlers or {})
+        self.clock = clock
+        self.done = 0
+
+    def bound_s(self, action: Action) -> float:
+        if isinstance(action, VcpuFixup | VcpuSwap):
+            return action.timeout_s + CALL_MARGIN_S
+        return CALL_MARGIN_S * 2
+
+    async def run(self, batch: list[Pending], view: HostView) -> None:
+        for item in batch:
+            await self.run_one(item.decision, item.seq, view)
+
+    async def run_one(self, decision: Decision, seq: int | None, view: HostView) -> None:
+        action = decision.action
+        if isinstance(action, Note):
+            return  # the decision record says it all
+        start = self.clock()
+        with trio.move_on_after(self.bound_s(action)) as scope:
+            await self._dispatch(action, seq, view)
+        if scope.cancelled_caught:
+            self.recorder.action(action.TYPE, action_record(action),
+                                 subject_of(decision.subject, view), "failed",
+                                 error=f"did not finish within {self.bound_s(action):g} s",
+                                 duration=self.clock() - start, decision_seq=seq)
+        self.done += 1
+
+    async def _dispatch(self, action: Action, seq: int | None, view: HostView) -> None:
+        if isinstance(action, VcpuFixup):
+            await self.fixer.fixup(action, seq, view)
+        elif isinstance(action, VcpuSwap):
+            await self.fixer.swap(action, seq, view)
+        elif isinstance(action, SetSoftAffinity):
+            await self.soft.set_soft(action, seq, view)
+        elif action.TYPE in self.handlers:
+            await self.handlers[action.TYPE](action, seq, view)
+        else:
+            self.recorder.action(action.TYPE, action_record(action),
+                                 subject_of(("host",), view), "skipped",
+                                 error=f"this agent has no handler for {action.TYPE}",
+                                 decision_seq=seq)

@@ -1,0 +1,269 @@
+"""The agent: one trio nursery from host events to fixes, everything recorded.
+
+    signals (xenstore watches, poller, tick)      one bounded, coalescing channel
+        -> scan: observe -> build_state -> diff -> events
+        -> per event: decide (pure) -> decisions, recorded -> actions, in order
+        -> review: settle windows, sustained narrowings, leftover pins
+
+``Agent.run(hypervisor)`` is all of it; ``xnuma run`` (real host or the
+simulator in real time), ``xnuma demo``/``xnuma sim --agent`` (the simulator in
+virtual time) and the tests run this same code. On start every pin the journal
+holds is restored first (a previous agent was killed with pins in place).
+``stop(reason)`` (``xnuma run`` calls it on SIGTERM) restores every pin held and
+returns; plain cancellation (the simulator's run ending, a kill) leaves the
+journal to the next start, as a kill -9 would.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from agent.audit.writer import AuditWriter, flush_periodically
+from agent.daemon import sources
+from agent.daemon.actions import Actions, Handler, Pending
+from agent.daemon.config import AgentConfig
+from agent.daemon.diff import DOMAIN_EVENTS, DiffMemory, diff
+from agent.daemon.fixup import Fixer, FixupPolicy
+from agent.daemon.observe import Observer
+from agent.daemon.pins import SUSTAINED, TEMPORARY, PinKeeper
+from agent.daemon.recorder import Recorder
+from agent.daemon.retry import RetryPolicy
+from agent.daemon.soft import SoftSetter
+from agent.hypervisor.interface import Hypervisor
+from agent.journal import PinJournal
+from agent.rules import Memory, ReloadResult, RuleReloader, decide, make_event
+from agent.sdnotify import Notifier, watchdog_pinger
+from agent.sim.run import AgentReport
+from agent.state import HostView, build_state
+from agent.telemetry.agent_metrics import AgentMetrics
+from agent.telemetry.prometheus import write_textfile
+from agent.xenstore.client import ConnectionLost, open_client
+from agent.xenstore.transport import Transport
+
+log = logging.getLogger("xnuma.agent")
+
+METRICS_EVERY_S = 15.0  # textfile refresh; node_exporter reads it about as often
+
+
+@dataclass(slots=True)
+class LoopStats:
+    scans: int = 0
+    events: int = 0
+    decisions: int = 0
+    max_batch: int = 0  # most actions decided in one scan
+    max_pins: int = 0  # most pins held at once
+
+
+class Agent:
+    """The daemon. ``run`` it in a nursery; ``report()`` any time."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        rules: RuleReloader,
+        journal: PinJournal,
+        recorder: Recorder,
+        xenstore: Transport | None = None,
+        notifier: Notifier | None = None,
+        metrics: AgentMetrics | None = None,
+        handle_signals: bool = False,
+        watch_rule_files: bool = True,
+        retry: RetryPolicy | None = None,
+        fixup_policy: FixupPolicy | None = None,
+        handlers: Mapping[str, Handler] | None = None,
+    ) -> None:
+        self.config = config
+        self.rules = rules
+        self.journal = journal
+        self.recorder = recorder
+        self.xenstore = xenstore
+        self.notifier = notifier
+        self.metrics = metrics
+        self.handle_signals = handle_signals
+        self.watch_rule_files = watch_rule_files
+        self.retry = retry or RetryPolicy()
+        self.fixup_policy = fixup_policy or FixupPolicy()
+        self.handlers = handlers
+        self.stats = LoopStats()
+        self.view: HostView | None = None
+        self.signals: sources.Signals | None = None
+        self.keeper: PinKeeper | None = None
+        self.stopped_by: str | None = None
+        self._stop_reason: str | None = None
+        self._stop: trio.Event | None = None
+        self._memory = Memory()
+        self._diff = DiffMemory()
+        self._resync = False
+        chained = rules.on_reload
+
+        def on_reload(result: ReloadResult) -> None:
+            recorder.reload(result)
+            if chained is not None:
+                chained(result)
+
+        rules.on_reload = on_reload
+
+    # -- control --------------------------------------------------------------------
+
+    def stop(self, reason: str) -> None:
+        """Restore every pin held, then return from ``run`` (SIGTERM)."""
+        self._stop_reason = reason
+        if self._stop is not None:
+            self._stop.set()
+
+    def report(self) -> AgentReport:
+        """Actions carried out by type, and pins (temporary or sustained) not restored."""
+        held = len(self.keeper.held) if self.keeper is not None else len(
+            self.journal.outstanding())
+        return AgentReport(self.recorder.action_counts(), held)
+
+    # -- running --------------------------------------------------------------------
+
+    async def run(self, hypervisor: Hypervisor) -> None:
+        cfg = self.config
+        self._stop = trio.Event()
+        if self._stop_reason is not None:
+            self._stop.set()
+        observer = Observer(hypervisor, memory_interval_s=cfg.memory_interval_s)
+        keeper = self.keeper = PinKeeper(hypervisor, self.journal, self.recorder,
+                                         retry=self.retry)
+        fixer = Fixer(hypervisor, keeper, self.recorder, policy=self.fixup_policy,
+                      retry=self.retry, pool_cpus=observer.pool_cpus)
+        actions = Actions(fixer, SoftSetter(hypervisor, self.recorder, retry=self.retry),
+                          self.recorder, handlers=self.handlers)
+        signals = self.signals = sources.Signals()
+        burst = sources.Burst()
+        self.recorder.start(cfg.as_record(), cfg.backend, cfg.dry_run)
+        try:
+            left = await keeper.restore_journal()
+            if left:
+                log.error("%d pins from the journal could not be restored yet", left)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sources.poll, signals, burst, cfg.poll_interval_s,
+                                   cfg.burst_interval_s)
+                nursery.start_soon(sources.tick, signals, cfg.tick_interval_s)
+                if self.xenstore is not None:
+                    nursery.start_soon(self._watch_xenstore, self.xenstore, signals, burst)
+                if self.handle_signals or self.watch_rule_files:
+                    await nursery.start(self._reload_rules)
+                self._background(nursery)
+                if self.notifier is not None:
+                    self.notifier.ready(f"watching {cfg.backend}")
+                    nursery.start_soon(watchdog_pinger, self.notifier)
+                signals.post(sources.SCAN)
+                with trio.CancelScope() as loop_scope:
+                    nursery.start_soon(self._wait_stop, loop_scope)
+                    while True:
+                        kinds = await signals.receive()
+                        await self._scan(kinds, observer, actions, fixer, keeper, burst)
+                # Stopped: every pin back, then out.
+                with trio.CancelScope(shield=True), trio.move_on_after(60):
+                    failed = await keeper.restore_all(f"agent stopping: {self._stop_reason}")
+                self.stopped_by = self._stop_reason
+                self.recorder.stop(self._stop_reason or "stopped", 1 if failed else 0)
+                if self.notifier is not None:
+                    self.notifier.stopping()
+                nursery.cancel_scope.cancel()
+        finally:
+            if self.stopped_by is None:  # cancelled or crashed: the journal keeps the pins
+                self.recorder.stop("cancelled with pins in the journal" if keeper.held
+                                   else "cancelled", 0)
+            self._write_metrics()
+
+    async def _wait_stop(self, loop_scope: trio.CancelScope) -> None:
+        assert self._stop is not None
+        await self._stop.wait()
+        loop_scope.cancel()
+
+    async def _reload_rules(self, task_status: trio.TaskStatus[None]) -> None:
+        await self.rules.run(sighup=self.handle_signals, task_status=task_status)
+
+    async def _watch_xenstore(
+        self, transport: Transport, signals: sources.Signals, burst: sources.Burst
+    ) -> None:
+        try:
+            async with open_client(transport) as client:
+                await sources.watch_xenstore(client, signals, burst, self.config.burst_s)
+        except (ConnectionLost, OSError) as exc:
+            log.warning("no xenstore (%s): watching the host by polling only", exc)
+
+    def _background(self, nursery: trio.Nursery) -> None:
+        writer = self.recorder.writer
+        if isinstance(writer, AuditWriter):
+            nursery.start_soon(flush_periodically, writer)
+        if self.metrics is not None and self.config.metrics_textfile:
+            nursery.start_soon(self._metrics_textfile)
+        if self.metrics is not None and self.config.metrics_port:
+            from agent.telemetry.http_server import serve_metrics
+
+            nursery.start_soon(serve_metrics, self.metrics.render, self.config.metrics_port)
+
+    async def _metrics_textfile(self) -> None:
+        while True:
+            self._write_metrics()
+            await trio.sleep(METRICS_EVERY_S)
+
+    def _write_metrics(self) -> None:
+        if self.metrics is None or not self.config.metrics_textfile:
+            return
+        try:
+            write_textfile(self.metrics.registry, Path(self.config.metrics_textfile))
+        except OSError as exc:
+            log.warning("cannot write metrics to %s: %s", self.config.metrics_textfile, exc)
+
+    # -- one scan -------------------------------------------------------------------
+
+    async def _scan(
+        self, kinds: frozenset[str], observer: Observer, actions: Actions, fixer: Fixer,
+        keeper: PinKeeper, burst: sources.Burst,
+    ) -> None:
+        start = trio.current_time()
+        obs = await observer.observe(keeper.pinned())
+        previous = None if sources.RESYNC in kinds else self.view
+        view = build_state(obs, previous)
+        events, self._diff = diff(previous, view, self._diff, self.config.poll_interval_s)
+        if any(e.type in DOMAIN_EVENTS for e in events) and previous is not None:
+            burst.start(self.config.burst_s)
+        if sources.TICK in kinds:
+            events.append(make_event("tick"))
+        ruleset = self.rules.current
+        batch: list[Pending] = []
+        for event in events:
+            event_seq = self.recorder.event(event)
+            decisions, self._memory = decide(view, event, view.now, ruleset, self._memory)
+            for d in decisions:
+                seq = self.recorder.decision(d, ruleset, view, event_seq,
+                                             forced_dry_run=self.config.dry_run)
+                if d.acts and not self.config.dry_run:
+                    batch.append(Pending(d, seq))
+            if self.metrics is not None:
+                self.metrics.observe_event_lag(trio.current_time() - start)
+        self.stats.scans += 1
+        self.stats.events += len(events)
+        self.stats.decisions += len(batch)
+        self.stats.max_batch = max(self.stats.max_batch, len(batch))
+        self.view = view
+        await actions.run(batch, view)
+        await fixer.review(view)
+        self.stats.max_pins = max(self.stats.max_pins, len(keeper.held))
+        self._update_metrics(view, keeper)
+
+    def _update_metrics(self, view: HostView, keeper: PinKeeper) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.set_pins_outstanding(len(keeper.held))
+        for d in view.domains:
+            locality = d.locality if math.isfinite(d.locality) else 1.0
+            self.metrics.set_domain(d.name, locality, d.off_node_vcpus)
+
+    def pins_by_mode(self) -> dict[str, int]:
+        if self.keeper is None:
+            return {TEMPORARY: 0, SUSTAINED: 0}
+        return {TEMPORARY: self.keeper.count(TEMPORARY), SUSTAINED: self.keeper.count(SUSTAINED)}

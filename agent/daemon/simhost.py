@@ -1,0 +1,112 @@
+"""The agent against the simulated host: its xenstored in memory, its backend, its clock.
+
+The simulator's toolstack (``SimToolstack``) fills an embedded xenstored as
+libxl would; the agent's xenstore client reaches it through an in-memory
+stream (``embedded_transport``), and its hypervisor calls go to the
+``SimHypervisor``. Under trio's ``MockClock`` the whole run takes simulated
+time (the demo, the tests); under the real clock it runs as slowly as a real
+host would (``xnuma run --backend sim``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import trio
+import trio.testing
+
+from agent.daemon.build import open_agent, shipped_rules_dir
+from agent.daemon.config import AgentConfig
+from agent.daemon.loop import Agent
+from agent.hypervisor.interface import Hypervisor
+from agent.sim.run import AgentReport, Runner, RunResult
+from agent.sim.scenario import Scenario
+from agent.sim.toolstack import SimToolstack
+from agent.xenstore.hub import XenstoreHub
+from agent.xenstore.server import serve_stream
+from agent.xenstore.transport import Transport
+
+# The agent's settings for simulated runs (demo, `xnuma sim --agent`): a fast poll,
+# which the simulator makes cheap, so that one-second phases are seen in time.
+SIM_POLL_S = 0.1
+
+
+def embedded_transport(hub: XenstoreHub, nursery: trio.Nursery) -> Transport:
+    """Connections to the embedded xenstored over in-memory streams, served in ``nursery``."""
+
+    async def connect() -> trio.abc.Stream:
+        client_end, daemon_end = trio.testing.memory_stream_pair()
+        nursery.start_soon(serve_stream, hub, daemon_end)
+        return client_end
+
+    return connect
+
+
+def sim_config(work_dir: Path, **overrides: object) -> AgentConfig:
+    """The agent's config for a simulated run, with its files in ``work_dir``."""
+    base = AgentConfig(
+        backend="sim", scenario="(in process)", rules_dir=str(shipped_rules_dir()),
+        audit_log=None, journal=str(work_dir / "pins.journal"), poll_interval_s=SIM_POLL_S,
+        burst_interval_s=SIM_POLL_S / 2, tick_interval_s=1.0,
+    )
+    return replace(base, **overrides).check("simulated run")  # type: ignore[arg-type]
+
+
+class _Late:
+    """The agent, started ``delay_s`` into the run: the scenario's events fall on round
+    seconds, and an agent polling in step with them would see each one at once."""
+
+    def __init__(self, agent: Agent, delay_s: float) -> None:
+        self.agent = agent
+        self.delay_s = delay_s
+
+    async def run(self, hypervisor: Hypervisor) -> None:
+        await trio.sleep(self.delay_s)
+        await self.agent.run(hypervisor)
+
+    def report(self) -> AgentReport:
+        return self.agent.report()
+
+
+@dataclass(slots=True)
+class AgentRun:
+    result: RunResult
+    agent: Agent
+    toolstack: SimToolstack
+
+
+async def run_with_agent(
+    scenario: Scenario, config: AgentConfig, *, keep_records: bool = False,
+    start_delay_s: float | None = None,
+) -> AgentRun:
+    """Run ``scenario`` with the production agent beside it, under the current clock.
+
+    The agent starts ``start_delay_s`` in (default: a poll interval less 1 ms, so it
+    polls just before each round second and sees an event there almost a whole
+    poll interval late, as unlucky as it gets)."""
+    if start_delay_s is None:
+        start_delay_s = max(config.poll_interval_s - 0.001, 0.0)
+    toolstack = SimToolstack.for_host(scenario.host)
+    runner = Runner(scenario, listeners=[toolstack])
+    async with trio.open_nursery() as nursery:
+        transport = embedded_transport(toolstack.hub, nursery)
+        with open_agent(config, xenstore=transport, watch_rule_files=False,
+                        keep_records=keep_records) as agent:
+            result = await runner.run_async(_Late(agent, start_delay_s))
+        nursery.cancel_scope.cancel()
+    return AgentRun(result, agent, toolstack)
+
+
+def run_virtual(
+    scenario: Scenario, *, audit_log: str | None = None, **overrides: object
+) -> AgentRun:
+    """``run_with_agent`` in virtual time, with a scratch journal."""
+    with tempfile.TemporaryDirectory(prefix="xnuma-sim-") as tmp:
+        config = sim_config(Path(tmp), audit_log=audit_log, **overrides)
+
+        async def main() -> AgentRun:
+            return await run_with_agent(scenario, config)
+
+        return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

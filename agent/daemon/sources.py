@@ -1,0 +1,149 @@
+"""Event sources as trio tasks, feeding one bounded channel that coalesces.
+
+What reaches the agent's loop is a *wake-up*, not an event: ``SCAN`` (look at
+the host now), ``TICK`` (the rules' periodic tick, after a scan) or ``RESYNC``
+(watches were lost: the next scan starts from nothing, as on a first start).
+The events themselves come from diffing the scans (``diff``). A wake-up already
+waiting in the channel is not queued again, so a thousand ``@introduceDomain``
+watch events cost one rescan, not a thousand; the channel never holds more than
+one wake-up of each kind.
+
+- ``watch_xenstore``: ``@introduceDomain``, ``@releaseDomain`` and dom0's
+  backend subtree; each change asks for a scan and starts a burst; a lost and
+  re-made connection (or an overflowed watch buffer) asks for a resync;
+- ``poll``: a scan every poll interval, every burst interval during a burst;
+- ``tick``: the tick.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from agent.xenstore.client import Client, ConnectionLost, WatchLost
+
+log = logging.getLogger("xnuma.sources")
+
+SCAN = "scan"
+TICK = "tick"
+RESYNC = "resync"
+KINDS = (SCAN, TICK, RESYNC)
+
+WATCHED = ("@introduceDomain", "@releaseDomain", "/local/domain/0/backend")
+
+
+@dataclass(slots=True)
+class SignalStats:
+    posted: int = 0
+    coalesced: int = 0
+    max_queued: int = 0
+
+
+class Signals:
+    """The one channel into the agent's loop. ``post`` never blocks."""
+
+    def __init__(self) -> None:
+        # One slot per kind: a kind already queued is never queued twice.
+        self._send, self._receive = trio.open_memory_channel[str](len(KINDS))
+        self._queued: set[str] = set()
+        self.stats = SignalStats()
+
+    def post(self, kind: str) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"unknown wake-up {kind!r}")
+        self.stats.posted += 1
+        if kind in self._queued:
+            self.stats.coalesced += 1
+            return
+        self._queued.add(kind)
+        self._send.send_nowait(kind)  # cannot block: a slot per kind
+        self.stats.max_queued = max(self.stats.max_queued, len(self._queued))
+
+    @property
+    def queued(self) -> int:
+        return len(self._queued)
+
+    async def receive(self) -> frozenset[str]:
+        """Wait for a wake-up; return it with every other one already queued."""
+        first = await self._receive.receive()
+        kinds = {first}
+        while True:
+            try:
+                kinds.add(self._receive.receive_nowait())
+            except trio.WouldBlock:
+                break
+        self._queued -= kinds
+        return frozenset(kinds)
+
+
+class Burst:
+    """Faster polling for a while after a domain event."""
+
+    def __init__(self, clock: Callable[[], float] = trio.current_time) -> None:
+        self._clock = clock
+        self.until = -float("inf")
+        self._changed = trio.Event()
+
+    def start(self, seconds: float) -> None:
+        until = self._clock() + seconds
+        if until > self.until:
+            self.until = until
+            self._changed.set()
+            self._changed = trio.Event()
+
+    @property
+    def active(self) -> bool:
+        return self._clock() < self.until
+
+    async def wait_started(self) -> None:
+        await self._changed.wait()
+
+
+async def poll(signals: Signals, burst: Burst, interval_s: float, burst_interval_s: float) -> None:
+    """Ask for a scan every ``interval_s``, or ``burst_interval_s`` during a burst."""
+    while True:
+        if burst.active:
+            await trio.sleep(burst_interval_s)
+        else:
+            with trio.move_on_after(interval_s):
+                await burst.wait_started()  # a burst starting cuts the wait short
+                await trio.sleep(burst_interval_s)
+        signals.post(SCAN)
+
+
+async def tick(signals: Signals, interval_s: float) -> None:
+    while True:
+        await trio.sleep(interval_s)
+        signals.post(TICK)
+
+
+async def watch_xenstore(
+    client: Client, signals: Signals, burst: Burst, burst_s: float,
+    paths: tuple[str, ...] = WATCHED,
+) -> None:
+    """Watch ``paths`` until cancelled; returns (logged) if the client gives up."""
+    try:
+        async with trio.open_nursery() as nursery:
+            for path in paths:
+                nursery.start_soon(_watch_one, client, path, signals, burst, burst_s)
+    except (ConnectionLost, WatchLost) as exc:
+        log.warning("xenstore watches lost (%s): polling only from now on", exc)
+        signals.post(RESYNC)
+
+
+async def _watch_one(
+    client: Client, path: str, signals: Signals, burst: Burst, burst_s: float
+) -> None:
+    async with client.watch(path) as events:
+        first = True
+        async for event in events:
+            if event.resync:
+                signals.post(RESYNC)
+                burst.start(burst_s)
+            elif not first:  # the registration event says nothing happened
+                signals.post(SCAN)
+                burst.start(burst_s)
+            first = False
