@@ -20,7 +20,7 @@ TESTS = RULES / "tests"
 def test_shipped_rules_pass_check() -> None:
     out = io.StringIO()
     assert cmd_check(argparse.Namespace(paths=[str(RULES)]), out) == 0, out.getvalue()
-    assert out.getvalue() == "ok: 7 rules in 7 files, budget 120 actions/min\n"
+    assert out.getvalue() == "ok: 7 rules in 7 files, budget 600 actions/min\n"
 
 
 def test_shipped_rule_tests_pass() -> None:
