@@ -61,6 +61,7 @@ class Rejected:
     source: str
     value: str
     why: str
+    domid: int = -1  # the guest the entry was about
 
 
 @dataclass(slots=True)
@@ -109,7 +110,7 @@ async def read_candidates(
         pid = parse_pid(value)
         if pid is None:
             rejected.append(Rejected(path, value[:40].decode("ascii", "replace"),
-                                     "not a pid"))
+                                     "not a pid", domid))
             return
         found.append(Candidate(pid, kind, domid, devid, path, trusted))
 
@@ -134,24 +135,25 @@ def check(c: Candidate, procs: ProcessTable) -> ProcessInfo | Rejected:
     """The process, if it is what its xenstore entry says it is."""
     info = procs.info(c.pid)
     if info is None:
-        return Rejected(c.source, str(c.pid), "no such process")
+        return Rejected(c.source, str(c.pid), "no such process", c.domid)
     if c.kind in ("qemu", "qdisk"):
         if is_qemu_for(info, c.domid):
             return info
         return Rejected(c.source, str(c.pid),
-                        f"'{info.comm}' is not a qemu serving domain {c.domid}")
+                        f"'{info.comm}' is not a qemu serving domain {c.domid}", c.domid)
     if is_backend_kthread_for(info, c.domid) or is_tap(info):
         return info
     what = "kernel thread" if info.kthread else "process"
     return Rejected(c.source, str(c.pid),
-                    f"{what} '{info.comm}' is not a backend of domain {c.domid}")
+                    f"{what} '{info.comm}' is not a backend of domain {c.domid}", c.domid)
 
 
 async def discover(
-    xs: Operations, procs: ProcessTable, domids: Iterable[int], *, by_name: bool = True
+    xs: Operations | None, procs: ProcessTable, domids: Iterable[int], *, by_name: bool = True
 ) -> Discovery:
     """The backends of the guests ``domids`` (dom0 itself is skipped), each once,
-    with the CPUs it may run on now (empty: all of them)."""
+    with the CPUs it may run on now (empty: all of them). Without xenstore
+    (``xs`` None) only the kernel threads found by name."""
     result = Discovery()
     wanted = sorted({d for d in domids if d > 0})
     all_cpus = procs.cpus()
@@ -169,7 +171,8 @@ async def discover(
             pid=info.pid, kind=kind, domid=domid, devid=devid, kthread=info.kthread,
             cpus=frozenset() if cpus >= all_cpus else cpus))
 
-    for domid in wanted:
+    for domid in wanted if xs is not None else ():
+        assert xs is not None
         for c in await read_candidates(xs, domid, result.rejected):
             checked = check(c, procs)
             if isinstance(checked, Rejected):

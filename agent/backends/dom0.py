@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from agent.hypervisor.model import Topology, VcpuInfo, format_cpuset
+from agent.hypervisor.model import CpuSet, Topology, VcpuInfo, format_cpuset
+from agent.state import HostView
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,18 +32,33 @@ class Dom0Cpus:
 
     @classmethod
     def of(cls, topology: Topology, dom0_vcpus: Sequence[VcpuInfo]) -> Dom0Cpus:
+        """From the hypervisor's answers (``topology()``, ``vcpus(0)``)."""
+        return cls.build({n.id: n.cpus for n in topology.nodes},
+                         [(v.vcpu, v.hard) for v in dom0_vcpus])
+
+    @classmethod
+    def from_view(cls, view: HostView) -> Dom0Cpus:
+        """From the agent's host snapshot."""
+        dom0 = view.domain_by_id.get(0)
+        vcpus = [(v.id, v.hard) for v in dom0.vcpus] if dom0 is not None else []
+        return cls.build({n.id: n.cpu_set for n in view.nodes}, vcpus)
+
+    @classmethod
+    def build(cls, node_cpus: Mapping[int, CpuSet],
+              dom0_hard: Sequence[tuple[int, CpuSet]]) -> Dom0Cpus:
+        """``node_cpus``: node -> its pCPUs; ``dom0_hard``: (vCPU, hard affinity)."""
         by_node: dict[int, set[int]] = {}
         unbound: list[int] = []
-        for v in sorted(dom0_vcpus, key=lambda v: v.vcpu):
-            nodes = {n.id for n in topology.nodes if v.hard and v.hard <= n.cpus}
+        for vcpu, hard in sorted(dom0_hard):
+            nodes = {n for n, cpus in node_cpus.items() if hard and hard <= cpus}
             if len(nodes) == 1:
-                by_node.setdefault(nodes.pop(), set()).add(v.vcpu)
+                by_node.setdefault(nodes.pop(), set()).add(vcpu)
             else:
-                unbound.append(v.vcpu)
-        node_ids = tuple(sorted(n.id for n in topology.nodes))
+                unbound.append(vcpu)
+        node_ids = tuple(sorted(node_cpus))
         frozen = {n: frozenset(c) for n, c in sorted(by_node.items())}
-        advice = _advice(topology, len(dom0_vcpus), frozen, node_ids)
-        return cls(frozen, tuple(unbound), node_ids, len(dom0_vcpus), advice)
+        advice = _advice(node_cpus, len(dom0_hard), frozen, node_ids)
+        return cls(frozen, tuple(unbound), node_ids, len(dom0_hard), advice)
 
     @property
     def node_bound(self) -> bool:
@@ -75,23 +91,26 @@ class Dom0Cpus:
         return f"{head}. {self.advice}"
 
 
-def _advice(topology: Topology, vcpus: int, by_node: Mapping[int, frozenset[int]],
-            nodes: tuple[int, ...]) -> str:
+def _advice(node_cpus: Mapping[int, CpuSet], vcpus: int,
+            by_node: Mapping[int, frozenset[int]], nodes: tuple[int, ...]) -> str:
     if nodes and all(by_node.get(n) for n in nodes):
         return ""
     if vcpus < len(nodes):
         return (f"dom0 has {vcpus} vCPUs for {len(nodes)} nodes: boot Xen with "
                 f"dom0_max_vcpus={len(nodes)} or more, then pin one or more to each node")
-    pins = suggest_pins(topology, vcpus)
+    pins = suggest_pins(node_cpus, vcpus)
     cmds = "; ".join(f"xl vcpu-pin Domain-0 {v} {c}" for v, c in pins)
     return ("Pin dom0's vCPUs so that every node has some: " + cmds + " (Xen's "
             "dom0_vcpus_pin pins vCPU i to pCPU i, which spreads them over every node only "
             "when dom0_max_vcpus covers them all)")
 
 
-def suggest_pins(topology: Topology, vcpus: int) -> list[tuple[int, int]]:
+def suggest_pins(node_cpus: Mapping[int, CpuSet] | Topology,
+                 vcpus: int) -> list[tuple[int, int]]:
     """(vCPU, pCPU) pins giving each node a share of dom0's vCPUs, round-robin."""
-    per_node = [sorted(n.cpus) for n in sorted(topology.nodes, key=lambda n: n.id) if n.cpus]
+    if isinstance(node_cpus, Topology):
+        node_cpus = {n.id: n.cpus for n in node_cpus.nodes}
+    per_node = [sorted(cpus) for _, cpus in sorted(node_cpus.items()) if cpus]
     if not per_node:
         return []
     taken = [0] * len(per_node)

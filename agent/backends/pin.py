@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass, field
+from typing import Any
 
 from agent.audit import records
 from agent.audit.records import Body, Subject
@@ -34,14 +35,18 @@ class PinResult:
     refused: tuple[int, ...] = ()  # thread ids that refused
     error: str = ""
 
+    def params(self) -> dict[str, Any]:
+        return {"pid": self.pid, "domid": self.domid, "node": self.node,
+                "cpus": sorted(self.cpus), "process": self.process,
+                "threads": self.threads, "refused": list(self.refused)}
+
+    def subject(self) -> Subject:
+        return Subject(domid=self.domid, backend=f"{self.process or '?'}/{self.pid}")
+
     def record(self, *, duration: float = 0.0, decision_seq: int | None = None) -> Body:
         """The ``backend.pin`` audit record."""
-        params = {"pid": self.pid, "domid": self.domid, "node": self.node,
-                  "cpus": sorted(self.cpus), "process": self.process,
-                  "threads": self.threads, "refused": list(self.refused)}
-        backend = f"{self.process or '?'}/{self.pid}"
-        return records.action("backend.pin", params, Subject(domid=self.domid, backend=backend),
-                              self.outcome, error=self.error or None, duration=duration,
+        return records.action("backend.pin", self.params(), self.subject(), self.outcome,
+                              error=self.error or None, duration=duration,
                               decision_seq=decision_seq)
 
 

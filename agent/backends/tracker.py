@@ -16,7 +16,7 @@ home node, and the rule asks to pin it again.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from agent.backends.discovery import Discovery, Rejected, discover
 from agent.backends.dom0 import Dom0Cpus
@@ -42,7 +42,7 @@ class BackendTracker:
         self.pinner = BackendPinner(procs)
         self._known: dict[tuple[int, int], BackendInfo] = {}  # (pid, domid) -> last seen
 
-    async def scan(self, xs: Operations, domids: Iterable[int]) -> Scan:
+    async def scan(self, xs: Operations | None, domids: Iterable[int]) -> Scan:
         found: Discovery = await discover(xs, self.procs, domids, by_name=self.by_name)
         now = {(b.pid, b.domid): b for b in found.backends}
         appeared = [b for k, b in now.items() if k not in self._known]
@@ -51,6 +51,26 @@ class BackendTracker:
             self.pinner.refused.pop(b.pid, None)
         self._known = now
         return Scan(tuple(found.backends), appeared, gone, found.rejected)
+
+    def refresh(self) -> Scan:
+        """The backends of the last scan, with their CPUs read again; gone ones
+        dropped (no xenstore reads: cheap enough for every poll)."""
+        all_cpus = self.procs.cpus()
+        now: dict[tuple[int, int], BackendInfo] = {}
+        gone: list[BackendInfo] = []
+        for key, b in self._known.items():
+            try:
+                cpus = self.procs.affinity(b.pid) if self.procs.info(b.pid) else None
+            except OSError:
+                cpus = None
+            if cpus is None:
+                gone.append(b)
+                self.pinner.refused.pop(b.pid, None)
+                continue
+            mask = frozenset() if cpus >= all_cpus else cpus
+            now[key] = b if b.cpus == mask else replace(b, cpus=mask)
+        self._known = now
+        return Scan(tuple(sorted(now.values(), key=lambda b: (b.domid, b.pid))), [], gone)
 
     @property
     def backends(self) -> tuple[BackendInfo, ...]:

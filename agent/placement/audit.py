@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from agent.audit import records
 from agent.audit.records import Body, Subject
 from agent.placement.ledger import Reservation
@@ -12,11 +15,19 @@ def _subject(name: str, uuid: str, domid: int | None = None) -> Subject:
     return Subject(domain=name or None, uuid=uuid or None, domid=domid)
 
 
-def place_record(
-    req: PlacementRequest, reply: PlacementReply, *, source: str, duration: float = 0.0,
-    decision_seq: int | None = None,
-) -> Body:
-    """The ``domain.place`` action: what was asked, what was granted or why not."""
+@dataclass(frozen=True, slots=True)
+class PlaceFields:
+    """The parts of a ``domain.place`` action record (for ``records.action`` or a
+    recorder's ``action(...)``)."""
+
+    params: dict[str, Any]
+    subject: Subject
+    outcome: str
+    error: str | None
+    extra: dict[str, Any]
+
+
+def place_fields(req: PlacementRequest, reply: PlacementReply, *, source: str) -> PlaceFields:
     params = {
         "request": req.id,
         "name": req.name,
@@ -29,13 +40,20 @@ def place_record(
         "reserved_mib": list(reply.memory_mib),
         "fallback": reply.fallback,
     }
-    return records.action(
-        "domain.place", params, _subject(req.name, req.uuid),
-        "ok" if reply.ok else "failed",
-        error=None if reply.ok else reply.reason,
-        duration=duration, decision_seq=decision_seq,
-        source=source, reason=reply.reason, shortfall_mib=reply.shortfall_mib,
-    )
+    return PlaceFields(params, _subject(req.name, req.uuid), "ok" if reply.ok else "failed",
+                       None if reply.ok else reply.reason,
+                       {"source": source, "reason": reply.reason,
+                        "shortfall_mib": reply.shortfall_mib})
+
+
+def place_record(
+    req: PlacementRequest, reply: PlacementReply, *, source: str, duration: float = 0.0,
+    decision_seq: int | None = None,
+) -> Body:
+    """The ``domain.place`` action: what was asked, what was granted or why not."""
+    f = place_fields(req, reply, source=source)
+    return records.action("domain.place", f.params, f.subject, f.outcome, error=f.error,
+                          duration=duration, decision_seq=decision_seq, **f.extra)
 
 
 def reservation_record(what: str, res: Reservation, *, domid: int | None = None) -> Body:

@@ -104,6 +104,7 @@ class Executed:
     request: PlacementRequest
     reply: PlacementReply
     record: Body
+    source: str
 
 
 class RuledService(_Base):
@@ -113,8 +114,10 @@ class RuledService(_Base):
                  emit: Callable[[Event], Awaitable[None]], *,
                  clock: Callable[[], float] = trio.current_time,
                  answer_timeout_s: float = DEFAULT_ANSWER_TIMEOUT_S,
-                 max_pending: int = DEFAULT_MAX_PENDING) -> None:
-        super().__init__(placer, host, clock=clock, audit=None)
+                 max_pending: int = DEFAULT_MAX_PENDING,
+                 audit: AuditSink | None = None) -> None:
+        # ``audit`` records cancellations; placements are recorded by the agent.
+        super().__init__(placer, host, clock=clock, audit=audit)
         self.emit = emit
         self.answer_timeout_s = answer_timeout_s
         self.max_pending = max_pending
@@ -155,7 +158,7 @@ class RuledService(_Base):
         waiting.done.set()
         return True
 
-    def execute(self, action: PlaceDomain) -> Executed:
+    def execute(self, action: PlaceDomain, decision_seq: int | None = None) -> Executed:
         """Carry out a rule's ``domain.place``: place, reserve, answer the waiting
         requester (if still there). The rule's policy, preferred nodes and
         max_nodes win over the request's."""
@@ -171,8 +174,9 @@ class RuledService(_Base):
             waiting.reply = reply
             waiting.done.set()
         source = waiting.source if waiting is not None else "rule"
-        record = place_record(request, reply, source=source, duration=self.clock() - start)
-        return Executed(request, reply, record)
+        record = place_record(request, reply, source=source, duration=self.clock() - start,
+                              decision_seq=decision_seq)
+        return Executed(request, reply, record, source)
 
 
 def request_event(request: PlacementRequest) -> Event:
