@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 CACHE  := .cache
 
-.PHONY: all demo test lint bench clean xen-testbed xen-test
+.PHONY: all demo test lint bench clean xen-testbed xen-test package
 
 all: test
 
@@ -31,11 +31,25 @@ xen-testbed: $(XEN_TESTBED)/.ready
 xen-test: $(VENV)/.installed $(XEN_TESTBED)/.ready
 	XNUMA_XEN_TESTBED=$(CURDIR)/$(XEN_TESTBED) $(VENV)/bin/pytest -q -m xen
 
+# Tools for tests/test_packaging.py (build a .deb and an RPM, check unit and spec);
+# python3-msgpack and python3-tenacity let the installed .deb run on this host.
+PACKAGING_APT := dpkg-dev debhelper dh-python rpm rpmlint cpio python3-msgpack python3-tenacity
+
+$(CACHE)/packaging-tools.ready:
+	mkdir -p $(CACHE)
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(PACKAGING_APT) >/dev/null \
+	  || { apt-get update -q >/dev/null && \
+	       DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(PACKAGING_APT) >/dev/null; }
+	touch $@
+
+package: $(VENV)/.installed $(CACHE)/packaging-tools.ready
+	bash packaging/build-deb.sh dist
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check agent tests
 	$(VENV)/bin/mypy
 
-test: $(VENV)/.installed $(CACHE)/xen/.ready lint
+test: $(VENV)/.installed $(CACHE)/xen/.ready $(CACHE)/packaging-tools.ready lint
 	XNUMA_XEN_CACHE=$(CURDIR)/$(CACHE)/xen $(VENV)/bin/pytest -q
 
 demo: $(VENV)/.installed
@@ -48,4 +62,4 @@ bench: $(VENV)/.installed $(CACHE)/xen/.ready
 	$(PY) benchmarks/sim_speed.py
 
 clean:
-	rm -rf $(VENV) $(CACHE) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(CACHE) dist .pytest_cache .mypy_cache .ruff_cache .hypothesis
