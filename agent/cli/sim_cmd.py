@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "sim",
         help="run a scenario on the simulated Xen host",
-        description="Run a scenario on the simulated Xen host (no agent) and print, per "
+        description="Run a scenario on the simulated Xen host (with --agent, the xnuma agent "
+        "beside it) and print, per "
         "phase, NUMA locality, efficiency and migrations, then each event's recovery time. "
         f"Shipped scenarios: {', '.join(shipped_scenarios())}.",
     )
@@ -52,6 +53,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="override the run's length in simulated seconds")
     parser.add_argument("--scheduler", choices=SCHEDULERS,
                         help="run every cpupool under this scheduler")
+    parser.add_argument("--agent", action="store_true",
+                        help="run the xnuma agent beside the host (in simulated time)")
+    parser.add_argument("--audit-log", metavar="FILE",
+                        help="with --agent: write the agent's audit log to FILE")
     parser.set_defaults(func=run)
 
 
@@ -77,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     scenario = scenario.with_overrides(seed=args.seed, duration_s=args.duration,
                                        scheduler=args.scheduler)
+    if args.audit_log and not args.agent:
+        _error("--audit-log needs --agent (only the agent writes an audit log)")
+        return EXIT_USAGE
     if args.plot:
         from agent.sim.plot import PlotUnavailable, require_matplotlib
 
@@ -86,8 +94,16 @@ def run(args: argparse.Namespace) -> int:
             _error(str(exc))
             return EXIT_USAGE
     try:
-        runner = Runner(scenario)
-        result = runner.run()
+        if args.agent:
+            from agent.daemon.simhost import AgentSetupError, run_virtual
+
+            try:
+                result = run_virtual(scenario, audit_log=args.audit_log).result
+            except AgentSetupError as exc:
+                _error(str(exc))
+                return EXIT_USAGE
+        else:
+            result = Runner(scenario).run()
     except SimError as exc:  # the host refuses the scenario (e.g. not enough memory)
         _error(f"{scenario.source}: {exc}")
         return EXIT_USAGE

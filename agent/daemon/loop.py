@@ -58,6 +58,9 @@ class LoopStats:
     decisions: int = 0
     max_batch: int = 0  # most actions decided in one scan
     max_pins: int = 0  # most pins held at once
+    off_node_episodes: int = 0  # a vCPU seen leaving its soft affinity
+    misplaced_episodes: int = 0  # a vCPU seen becoming misplaced (costing work)
+    pins_made: int = 0  # hard-affinity narrowings, temporary or sustained
 
 
 class Agent:
@@ -100,6 +103,7 @@ class Agent:
         self._stop: trio.Event | None = None
         self._memory = Memory()
         self._diff = DiffMemory()
+        self._misplaced: frozenset[tuple[int, int]] = frozenset()
         self._resync = False
         chained = rules.on_reload
 
@@ -236,7 +240,7 @@ class Agent:
         ruleset = self.rules.current
         batch: list[Pending] = []
         for event in events:
-            event_seq = self.recorder.event(event)
+            event_seq = self.recorder.event(event, view)
             decisions, self._memory = decide(view, event, view.now, ruleset, self._memory)
             for d in decisions:
                 seq = self.recorder.decision(d, ruleset, view, event_seq,
@@ -245,6 +249,7 @@ class Agent:
                     batch.append(Pending(d, seq))
             if self.metrics is not None:
                 self.metrics.observe_event_lag(trio.current_time() - start)
+        self._count_episodes(view)
         self.stats.scans += 1
         self.stats.events += len(events)
         self.stats.decisions += len(batch)
@@ -252,8 +257,16 @@ class Agent:
         self.view = view
         await actions.run(batch, view)
         await fixer.review(view)
+        self.stats.pins_made = keeper.made
         self.stats.max_pins = max(self.stats.max_pins, len(keeper.held))
         self._update_metrics(view, keeper)
+
+    def _count_episodes(self, view: HostView) -> None:
+        misplaced = frozenset((v.domid, v.id) for v in view.vcpus if v.misplaced)
+        self.stats.misplaced_episodes += len(misplaced - self._misplaced)
+        self._misplaced = misplaced
+        self.stats.off_node_episodes += sum(
+            1 for v in view.vcpus if v.off_since is not None and v.off_since == view.now)
 
     def _update_metrics(self, view: HostView, keeper: PinKeeper) -> None:
         if self.metrics is None:

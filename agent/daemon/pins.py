@@ -72,6 +72,7 @@ class PinKeeper:
         self.retry = retry or RetryPolicy()
         self.clock = clock
         self.held: dict[VcpuKey, Held] = {}
+        self.made = 0  # narrowings made (ok)
 
     def pinned(self) -> frozenset[VcpuKey]:
         return frozenset(self.held)
@@ -128,6 +129,7 @@ class PinKeeper:
             return None
         self.recorder.action(kind, params, subject, "ok", attempts=tries.count,
                              duration=self.clock() - start, decision_seq=decision)
+        self.made += 1
         return held
 
     async def restore(

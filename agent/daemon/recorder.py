@@ -106,10 +106,15 @@ class Recorder:
     def stop(self, reason: str, exit_code: int) -> int:
         return self.append(records.agent_stop(reason, exit_code), sync=True)
 
-    def event(self, event: Event) -> int:
+    def event(self, event: Event, view: HostView | None = None) -> int:
         self.counts[f"event:{event.type}"] += 1
         subject = {k: getattr(event, k) for k in _EVENT_SUBJECT
                    if getattr(event, k) != default_of(k)}
+        dom = view.domain_by_id.get(event.domid) if view is not None else None
+        if event.name or dom is not None:
+            subject["domain"] = event.name or (dom.name if dom is not None else "")
+        if dom is not None:
+            subject["uuid"] = dom.uuid
         data = {k: getattr(event, k) for k in ("name", "off_s", "load", "previous", "pid",
                                                "kind", "request")
                 if getattr(event, k) != default_of(k)}

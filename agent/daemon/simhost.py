@@ -17,16 +17,24 @@ from pathlib import Path
 import trio
 import trio.testing
 
+from agent.audit.writer import AuditLogError
 from agent.daemon.build import open_agent, shipped_rules_dir
 from agent.daemon.config import AgentConfig
 from agent.daemon.loop import Agent
 from agent.hypervisor.interface import Hypervisor
+from agent.journal import JournalError
+from agent.rules import RuleLoadError
 from agent.sim.run import AgentReport, Runner, RunResult
 from agent.sim.scenario import Scenario
 from agent.sim.toolstack import SimToolstack
 from agent.xenstore.hub import XenstoreHub
 from agent.xenstore.server import serve_stream
 from agent.xenstore.transport import Transport
+
+
+class AgentSetupError(Exception):
+    """The agent cannot start: its rules, journal or audit log (the message says which)."""
+
 
 # The agent's settings for simulated runs (demo, `xnuma sim --agent`): a fast poll,
 # which the simulator makes cheap, so that one-second phases are seen in time.
@@ -102,11 +110,15 @@ async def run_with_agent(
 def run_virtual(
     scenario: Scenario, *, audit_log: str | None = None, **overrides: object
 ) -> AgentRun:
-    """``run_with_agent`` in virtual time, with a scratch journal."""
+    """``run_with_agent`` in virtual time, with a scratch journal. Raises
+    ``AgentSetupError`` when the rules or the audit log cannot be used."""
     with tempfile.TemporaryDirectory(prefix="xnuma-sim-") as tmp:
         config = sim_config(Path(tmp), audit_log=audit_log, **overrides)
 
         async def main() -> AgentRun:
             return await run_with_agent(scenario, config)
 
-        return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+        try:
+            return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+        except (RuleLoadError, AuditLogError, JournalError) as exc:
+            raise AgentSetupError(str(exc)) from exc
