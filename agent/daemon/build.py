@@ -8,8 +8,10 @@ when the block ends.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import trio
 
 from agent.audit.writer import AuditWriter
 from agent.daemon.config import AgentConfig
@@ -20,6 +22,20 @@ from agent.rules import RuleReloader
 from agent.sdnotify import Notifier
 from agent.telemetry.agent_metrics import AgentMetrics
 from agent.xenstore.transport import Transport
+
+
+class SinceStart:
+    """Seconds since the first reading: trio's own clock starts at a random offset, so
+    a real agent's records carry the time since it started."""
+
+    def __init__(self) -> None:
+        self._start: float | None = None
+
+    def __call__(self) -> float:
+        now = trio.current_time()
+        if self._start is None:
+            self._start = now
+        return now - self._start
 
 
 def shipped_rules_dir() -> Path:
@@ -36,6 +52,7 @@ def open_agent(
     handle_signals: bool = False,
     watch_rule_files: bool = True,
     keep_records: bool = False,
+    clock: Callable[[], float] | None = None,
 ) -> Iterator[Agent]:
     """An ``Agent`` for ``config``; raises ``RuleLoadError``, ``JournalError`` or
     ``AuditLogError`` (each naming the file) if one of its files cannot be used."""
@@ -46,7 +63,7 @@ def open_agent(
         writer = None
         if config.audit_log:
             writer = stack.enter_context(AuditWriter(config.audit_log))
-        recorder = Recorder(writer, metrics, keep=keep_records)
+        recorder = Recorder(writer, metrics, keep=keep_records, clock=clock or SinceStart())
         yield Agent(config, rules=rules, journal=journal, recorder=recorder, xenstore=xenstore,
                     notifier=notifier, metrics=metrics, handle_signals=handle_signals,
                     watch_rule_files=watch_rule_files)

@@ -99,6 +99,7 @@ class Agent:
         self.signals: sources.Signals | None = None
         self.keeper: PinKeeper | None = None
         self.stopped_by: str | None = None
+        self.exit_code: int | None = None  # once stopped: 0, or 1 if a pin stayed narrowed
         self._stop_reason: str | None = None
         self._stop: trio.Event | None = None
         self._memory = Memory()
@@ -170,8 +171,9 @@ class Agent:
                 # Stopped: every pin back, then out.
                 with trio.CancelScope(shield=True), trio.move_on_after(60):
                     failed = await keeper.restore_all(f"agent stopping: {self._stop_reason}")
-                self.stopped_by = self._stop_reason
-                self.recorder.stop(self._stop_reason or "stopped", 1 if failed else 0)
+                self.stopped_by = self._stop_reason or "stopped"
+                self.exit_code = 1 if failed else 0
+                self.recorder.stop(self.stopped_by, self.exit_code)
                 if self.notifier is not None:
                     self.notifier.stopping()
                 nursery.cancel_scope.cancel()

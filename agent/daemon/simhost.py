@@ -11,6 +11,7 @@ host would (``xnuma run --backend sim``).
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from agent.daemon.loop import Agent
 from agent.hypervisor.interface import Hypervisor
 from agent.journal import JournalError
 from agent.rules import RuleLoadError
+from agent.sdnotify import Notifier
 from agent.sim.run import AgentReport, Runner, RunResult
 from agent.sim.scenario import Scenario
 from agent.sim.toolstack import SimToolstack
@@ -66,13 +68,18 @@ class _Late:
     """The agent, started ``delay_s`` into the run: the scenario's events fall on round
     seconds, and an agent polling in step with them would see each one at once."""
 
-    def __init__(self, agent: Agent, delay_s: float) -> None:
+    def __init__(
+        self, agent: Agent, delay_s: float, on_stopped: Callable[[Agent], None] | None = None
+    ) -> None:
         self.agent = agent
         self.delay_s = delay_s
+        self.on_stopped = on_stopped
 
     async def run(self, hypervisor: Hypervisor) -> None:
         await trio.sleep(self.delay_s)
         await self.agent.run(hypervisor)
+        if self.on_stopped is not None:  # it returned: stopped (SIGTERM), not cancelled
+            self.on_stopped(self.agent)
 
     def report(self) -> AgentReport:
         return self.agent.report()
@@ -83,11 +90,15 @@ class AgentRun:
     result: RunResult
     agent: Agent
     toolstack: SimToolstack
+    runner: Runner
 
 
 async def run_with_agent(
     scenario: Scenario, config: AgentConfig, *, keep_records: bool = False,
-    start_delay_s: float | None = None,
+    start_delay_s: float | None = None, notifier: Notifier | None = None,
+    handle_signals: bool = False, on_agent: Callable[[Agent], None] | None = None,
+    on_stopped: Callable[[Agent], None] | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> AgentRun:
     """Run ``scenario`` with the production agent beside it, under the current clock.
 
@@ -100,11 +111,14 @@ async def run_with_agent(
     runner = Runner(scenario, listeners=[toolstack])
     async with trio.open_nursery() as nursery:
         transport = embedded_transport(toolstack.hub, nursery)
-        with open_agent(config, xenstore=transport, watch_rule_files=False,
-                        keep_records=keep_records) as agent:
-            result = await runner.run_async(_Late(agent, start_delay_s))
+        with open_agent(config, xenstore=transport, watch_rule_files=handle_signals,
+                        keep_records=keep_records, notifier=notifier,
+                        handle_signals=handle_signals, clock=clock) as agent:
+            if on_agent is not None:
+                on_agent(agent)
+            result = await runner.run_async(_Late(agent, start_delay_s, on_stopped))
         nursery.cancel_scope.cancel()
-    return AgentRun(result, agent, toolstack)
+    return AgentRun(result, agent, toolstack, runner)
 
 
 def run_virtual(
@@ -116,7 +130,8 @@ def run_virtual(
         config = sim_config(Path(tmp), audit_log=audit_log, **overrides)
 
         async def main() -> AgentRun:
-            return await run_with_agent(scenario, config)
+            # Records carry the simulated time (MockClock starts at 0 with the run).
+            return await run_with_agent(scenario, config, clock=trio.current_time)
 
         try:
             return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
