@@ -144,10 +144,10 @@ def render(status: Status) -> str:
         on = " ".join(f"{c:>4}" for c in d.on_node)
         if d.offline:
             on += f" (+{d.offline} off)"
-        mem = "/".join(str(m) for m in d.memory_mib) if d.memory_mib is not None else "?"
+        mib = "/".join(str(m) for m in d.memory_mib) if d.memory_mib is not None else "?"
         loc = "-" if d.locality is None else f"{d.locality:.2f}"
         lines.append(f"{d.name[:18]:<18}{d.domid:>4}  {d.state:<9}{d.vcpus:>6}     {on}  "
-                     f"{d.soft:<11}{mem:<24}{loc}")
+                     f"{d.soft:<11}{mib:<24}{loc}")
     return "\n".join(lines)
 
 
