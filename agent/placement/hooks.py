@@ -50,6 +50,24 @@ class ActionRecorder(Protocol):
     def append(self, body: Body, *, sync: bool = False) -> int: ...
 
 
+class AgentHooks(Protocol):
+    """What the agent's loop calls on an extension (``PlacementHooks``,
+    ``agent.backends.hooks.BackendHooks``): ``run`` once in its nursery
+    (``wake()`` asks for a scan), ``augment`` on each observation before
+    ``build_state`` (returns it completed, and events to decide on),
+    ``handlers`` for action types, ``after_scan`` once a scan's actions ran."""
+
+    @property
+    def handlers(self) -> dict[str, Handler]: ...
+
+    async def run(self, xs: Client | None, wake: Callable[[], None], *,
+                  task_status: trio.TaskStatus[None] = ...) -> None: ...
+
+    async def augment(self, obs: Observation) -> tuple[Observation, list[Event]]: ...
+
+    def after_scan(self) -> None: ...
+
+
 class PlacementHooks:
     def __init__(
         self,

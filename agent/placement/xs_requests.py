@@ -176,8 +176,9 @@ class XenstorePlacement:
             names = await self.xs.directory(self.base)
         except XenstoreError as exc:
             if exc.name != "ENOENT":
-                raise
-            await self.ensure_base()
+                self.log(f"{self.base}: cannot list it: {exc}")
+                return
+            await self.ensure_base()  # removed under us: make it again
             names = []
         now = self.service.now()
         present = set()
@@ -187,7 +188,10 @@ class XenstorePlacement:
             entry = self._entries.get(ident)
             if (entry is not None and entry.answered_at is not None
                     and now - entry.answered_at >= self.keep_s):
-                await self._remove(ident)
+                try:
+                    await self._remove(ident)
+                except XenstoreError as exc:
+                    self.log(f"{self.base}/{ident}: cannot remove it: {exc}")
                 continue
             self._start(nursery, ident)
         if len(names) > self.max_entries:
