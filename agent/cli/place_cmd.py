@@ -19,7 +19,7 @@ from agent.placement.request import (
     parse_memory,
     parse_nodes,
 )
-from agent.placement.server import SOCKET_ENV, socket_path
+from agent.placement.server import DEFAULT_SOCKET, SOCKET_ENV, socket_path
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # refused, or the agent could not be asked
@@ -90,7 +90,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--list", action="store_true", help="list the pending reservations")
     parser.add_argument("--socket", metavar="PATH",
                         help=f"the agent's placement socket (default ${SOCKET_ENV}, else "
-                        f"{socket_path()})")
+                        f"{DEFAULT_SOCKET})")
     parser.add_argument("--timeout", type=_timeout, default=30.0, metavar="S",
                         help="seconds to wait for the answer (default 30)")
     parser.add_argument("--json", action="store_true", help="print the reply as JSON")
