@@ -62,7 +62,19 @@ class Actions:
         return CALL_MARGIN_S * 2
 
     async def run(self, batch: list[Pending], view: HostView) -> None:
+        """In order. Decisions taken on different events of one scan may touch the same
+        vCPU (a swap decided for each of its two vCPUs): the first one acts, the
+        others are recorded as skipped."""
+        touched: set[tuple[object, ...]] = set()
         for item in batch:
+            targets = {item.decision.subject, *item.decision.action.targets()}
+            if not isinstance(item.decision.action, Note) and targets & touched:
+                self.recorder.action(
+                    item.decision.action.TYPE, action_record(item.decision.action),
+                    subject_of(item.decision.subject, view), "skipped",
+                    error="an earlier action of this scan acted on it", decision_seq=item.seq)
+                continue
+            touched |= targets
             await self.run_one(item.decision, item.seq, view)
 
     async def run_one(self, decision: Decision, seq: int | None, view: HostView) -> None:

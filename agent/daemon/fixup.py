@@ -241,6 +241,11 @@ class Fixer:
             target = frozenset({cpu}) if cpu is not None else target
             plan.append((DomainKey(domid, dom.name, dom.uuid or None), v, target,
                          here.home_node))
+        home_now = [v.cpu is not None and v.cpu in view.node_at(node).cpu_set
+                    for _, v, _, node in plan]
+        if all(home_now):
+            out.status, out.error, out.home = "skipped", "both already home", True
+            return
         held: list[Held] = []
         try:
             for key, v, target, node in plan:
@@ -347,11 +352,14 @@ class Fixer:
 
     async def _sustain(self, v: VcpuView, pool: str, w: Watch, view: HostView) -> None:
         """It wandered off where that costs work: keep it home for a while."""
-        tries = Tries()
         try:
-            info = await self._vcpu(v.domid, v.id, tries)
+            await self._sustain_now(v, pool, w, view)
         except (NoSuchDomain, HypervisorError):
-            return
+            return  # gone, or recorded as failed by the keeper
+
+    async def _sustain_now(self, v: VcpuView, pool: str, w: Watch, view: HostView) -> None:
+        tries = Tries()
+        info = await self._vcpu(v.domid, v.id, tries)
         if info is None:
             return
         target = home_mask(info, view.node_at(v.home_node).cpu_set)

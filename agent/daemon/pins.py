@@ -32,6 +32,8 @@ log = logging.getLogger("xnuma.pins")
 
 TEMPORARY = "temporary"
 SUSTAINED = "sustained"
+RESTORE_RETRY_S = 1.0  # a failed restore is tried again after this, doubling
+RESTORE_RETRY_MAX_S = 60.0
 
 
 @dataclass(slots=True)
@@ -46,6 +48,8 @@ class Held:
     review_s: float = 0.0  # sustained: when to try without it
     decision: int | None = None
     restore_failed: bool = False
+    retry_at: float = 0.0  # a failed restore is tried again from then on
+    retry_delay_s: float = 0.0
 
     @property
     def key(self) -> VcpuKey:
@@ -118,7 +122,7 @@ class PinKeeper:
             self.recorder.action(kind, params, subject, "skipped", error=f"domain gone: {exc}",
                                  attempts=tries.count, duration=self.clock() - start,
                                  decision_seq=decision)
-            return None
+            raise
         except HypervisorError as exc:
             # It may or may not have happened: put the original back (or leave it to
             # the journal) rather than guess.
@@ -152,6 +156,9 @@ class PinKeeper:
             return True
         except HypervisorError as exc:
             held.restore_failed = True
+            held.retry_delay_s = min(max(held.retry_delay_s * 2, RESTORE_RETRY_S),
+                                     RESTORE_RETRY_MAX_S)
+            held.retry_at = self.clock() + held.retry_delay_s
             self.recorder.action("restore_hard", params, subject, "failed", error=str(exc),
                                  attempts=tries.count, duration=self.clock() - start,
                                  decision_seq=seq)
@@ -186,8 +193,11 @@ class PinKeeper:
 
     async def restore_leftovers(self, view: HostView | None) -> None:
         """Between actions, no temporary pin should be left: restore those an action
-        could not (a failed restore, an action cut off by its time bound)."""
-        for held in [h for h in self.held.values() if h.restore_failed or h.mode == TEMPORARY]:
+        could not (a failed restore, backing off; an action cut off by its time bound)."""
+        now = self.clock()
+        for held in [h for h in self.held.values()
+                     if (h.restore_failed and now >= h.retry_at)
+                     or (h.mode == TEMPORARY and not h.restore_failed)]:
             why = "retrying a failed restore" if held.restore_failed else "left by its action"
             await self.restore(held, view=view, why=why)
 
