@@ -24,7 +24,7 @@ import pytest
 import trio
 import trio.testing
 
-from agent.daemon.build import open_agent
+from agent.daemon.build import open_agent, shipped_rules_dir
 from agent.daemon.config import AgentConfig
 from agent.daemon.loop import Agent
 from agent.daemon.simhost import embedded_transport, sim_config
@@ -198,6 +198,7 @@ async def run_stuck(
     after: Callable[[Faulty, TwoAgents, int, Call], Awaitable[None]] | None = None,
     restart: bool = False,
     sc: Any = None,
+    rules: str = "all",
 ) -> Run:
     sc = sc or scenario()
     toolstack = SimToolstack.for_host(sc.host)
@@ -205,6 +206,12 @@ async def run_stuck(
     assert isinstance(runner.host, SimHost)
     hv = Faulty(SimHypervisor(runner.host))
     config = sim_config(tmp_path)
+    if rules == "fixup-only":  # no swap: each vCPU of the pair gets a fixup of its own
+        rules_dir = tmp_path / "rules"
+        rules_dir.mkdir(parents=True)
+        for name in ("affinity_fixup.toml", "engine.toml"):
+            (rules_dir / name).write_text((shipped_rules_dir() / name).read_text())
+        config = replace(config, rules_dir=str(rules_dir))
     async with trio.open_nursery() as nursery:
         transport = embedded_transport(toolstack.hub, nursery)
         pair = TwoAgents(config, replace(config, dry_run=True) if restart else None, transport)
@@ -286,8 +293,9 @@ def away_after(result: RunResult, t: float) -> dict[str, int]:
     return out
 
 
-def swap_calls(log: list[Call]) -> range:
-    """Call numbers (from 1) of the swap: its vCPU reads, narrowings, waits, restores."""
+def action_calls(log: list[Call]) -> range:
+    """Call numbers (from 1) of the first scan's actions: their vCPU reads, narrowings,
+    looks while waiting, restores."""
     first = next(i for i, c in enumerate(log) if c.method == "set_vcpu_affinity")
     while first > 0 and log[first - 1].method == "vcpus" and log[first - 1].args != (None,):
         first -= 1
@@ -298,22 +306,24 @@ def swap_calls(log: list[Call]) -> range:
 # -- cancelled at every await point ------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def swap_points(tmp_path_factory: pytest.TempPathFactory) -> range:
-    async def main() -> range:
-        run = await run_stuck(tmp_path_factory.mktemp("points"), sc=scenario(duration=0.3))
-        return swap_calls(run.hv.log)
-
-    return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+async def points(tmp_path: Path, rules: str) -> range:
+    run = await run_stuck(tmp_path, sc=scenario(duration=0.3), rules=rules)
+    kinds = {b["type"] for _, b in run.agents[0].recorder.kept or [] if b["kind"] == "action"}
+    assert ("vcpu.swap" in kinds) == (rules == "all")
+    return action_calls(run.hv.log)
 
 
+@pytest.mark.parametrize("rules", ["all", "fixup-only"])
 @pytest.mark.parametrize("when", ["before", "after"])
-async def test_cancelled_at_every_await_of_a_swap_then_restarted_restores_every_pin(
-    autojump_clock: trio.testing.MockClock, tmp_path: Path, swap_points: range, when: str
+async def test_cancelled_at_every_await_of_an_action_then_restarted_restores_every_pin(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, when: str, rules: str
 ) -> None:
-    assert len(swap_points) >= 6  # 2 reads, 2 narrowings, a look, 2 restores
+    action_points = await points(tmp_path / "points", rules)
+    # a swap: 2 reads, 2 narrowings, a look each, 2 restores; two fixups: each a read,
+    # a narrowing, a look, a restore
+    assert len(action_points) >= 7
     repaired = 0
-    for k in swap_points:
+    for k in action_points:
         narrowed: list[bool] = []
 
         async def cancel_at(hv: Faulty, pair: TwoAgents, n: int, call: Call, k: int = k,
@@ -325,7 +335,7 @@ async def test_cancelled_at_every_await_of_a_swap_then_restarted_restores_every_
 
         hooks = {"before": cancel_at} if when == "before" else {"after": cancel_at}
         run = await run_stuck(tmp_path / f"{when}-{k}", restart=True, sc=scenario(duration=0.4),
-                              **hooks)
+                              rules=rules, **hooks)
         first, second = run.agents
         assert narrowed, f"call {k} was never made"
         # The second agent found what the first left and put it back ...
@@ -340,7 +350,7 @@ async def test_cancelled_at_every_await_of_a_swap_then_restarted_restores_every_
         repaired += bool(restored)
     # Cut off between a narrowing and its restore, the first agent left pins behind
     # (at most points); only the journal could tell the second one about them.
-    assert repaired >= len(swap_points) // 2
+    assert repaired >= len(action_points) // 2
 
 
 # -- a domain destroyed while its action is in flight -----------------------------------------
