@@ -165,8 +165,14 @@ class Agent:
                 signals.post(sources.SCAN)
                 with trio.CancelScope() as loop_scope:
                     nursery.start_soon(self._wait_stop, loop_scope)
+                    last = -float("inf")
                     while True:
                         kinds = await signals.receive()
+                        # At most one scan per burst interval: wake-ups arriving
+                        # meanwhile (a storm of watch events) fold into the next one.
+                        await trio.sleep_until(last + cfg.burst_interval_s)
+                        kinds |= signals.drain()
+                        last = trio.current_time()
                         await self._scan(kinds, observer, actions, fixer, keeper, burst)
                 # Stopped: every pin back, then out.
                 with trio.CancelScope(shield=True), trio.move_on_after(60):
@@ -232,7 +238,9 @@ class Agent:
     ) -> None:
         start = trio.current_time()
         obs = await observer.observe(keeper.pinned())
-        previous = None if sources.RESYNC in kinds else self.view
+        # A resync (xenstore watches lost and re-made) needs nothing more than a scan:
+        # the poll's diff against the last snapshot catches whatever the watches missed.
+        previous = self.view
         view = build_state(obs, previous)
         events, self._diff = diff(previous, view, self._diff, self.config.poll_interval_s)
         if any(e.type in DOMAIN_EVENTS for e in events) and previous is not None:

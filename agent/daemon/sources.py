@@ -2,7 +2,8 @@
 
 What reaches the agent's loop is a *wake-up*, not an event: ``SCAN`` (look at
 the host now), ``TICK`` (the rules' periodic tick, after a scan) or ``RESYNC``
-(watches were lost: the next scan starts from nothing, as on a first start).
+(watch events were lost, to a reconnect or an overflowing buffer: a full scan,
+whose diff against the last snapshot finds whatever they would have said).
 The events themselves come from diffing the scans (``diff``). A wake-up already
 waiting in the channel is not queued again, so a thousand ``@introduceDomain``
 watch events cost one rescan, not a thousand; the channel never holds more than
@@ -69,7 +70,12 @@ class Signals:
     async def receive(self) -> frozenset[str]:
         """Wait for a wake-up; return it with every other one already queued."""
         first = await self._receive.receive()
-        kinds = {first}
+        self._queued.discard(first)
+        return frozenset({first}) | self.drain()
+
+    def drain(self) -> frozenset[str]:
+        """The wake-ups queued now (none is waited for)."""
+        kinds: set[str] = set()
         while True:
             try:
                 kinds.add(self._receive.receive_nowait())
