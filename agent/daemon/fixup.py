@@ -17,7 +17,8 @@ under credit2 restoring hard affinity can start a fresh cross-node swap). So:
   home node overflows while another node has spare pCPUs its overflow is not
   using (the seed's worry: a node left idle during a burst elsewhere). It is
   also tried without after ``review_s`` once its home has room again; that
-  period doubles each time the vCPU wanders back off (back-off per vCPU).
+  period doubles each time the vCPU wanders back off (back-off per vCPU). A
+  paused domain's narrowings are undone at once: its vCPUs do not run.
 - A **swap** pins two vCPUs, each on the other's home node, to their homes at
   once, then restores both and watches both.
 
@@ -52,7 +53,7 @@ _OVERFLOW_VCPU = 0.5
 @dataclass(frozen=True, slots=True)
 class FixupPolicy:
     wait_step_s: float = 0.02  # how often to look while waiting for the vCPU to get home
-    review_first_s: float = 2.0  # a sustained narrowing is first tried without after this
+    review_first_s: float = 1.0  # a sustained narrowing is first tried without after this
     review_max_s: float = 300.0
     settle_s: float = 10.0  # watch after relaxing or trying without a sustained narrowing
 
@@ -387,6 +388,11 @@ class Fixer:
             dom = view.domain_by_id.get(h.domain.domid)
             if dom is None or (h.domain.uuid and dom.uuid != h.domain.uuid):
                 self.keeper.drop(h, view=view, why="domain gone")
+                continue
+            if dom.state in ("paused", "shutdown", "crashed", "dying"):
+                # Its vCPUs do not run: the pin buys nothing; when it runs again the
+                # agent looks afresh.
+                await self.keeper.restore(h, view=view, why=f"domain {dom.state}")
                 continue
             inside = view_nodes(view, h.narrowed)
             free = [(p, hn, m) for (p, hn, m), r in sorted(room.items())
