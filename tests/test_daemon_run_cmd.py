@@ -1,0 +1,131 @@
+"""``xnuma run``: options over the config file, and a real process stopped by SIGTERM.
+
+The process runs the simulator in real time (``--backend sim``) with the agent,
+under a notify socket the test holds: READY=1 says it is watching; SIGTERM then
+restores every pin it holds and it exits 0, as its audit log shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.audit.reader import read_entries
+from agent.cli import run_cmd
+from agent.daemon.config import AgentConfig, ConfigError
+from agent.journal import PinJournal
+
+ROOT = Path(run_cmd.__file__).resolve().parents[2]
+MAIN = """
+import argparse, sys
+from agent.cli import run_cmd
+parser = argparse.ArgumentParser(prog="xnuma")
+run_cmd.register(parser.add_subparsers(dest="command"))
+args = parser.parse_args(["run", *sys.argv[1:]])
+sys.exit(args.func(args))
+"""
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="xnuma")
+    run_cmd.register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["run", *argv])
+
+
+def test_options_override_the_config_file(tmp_path: Path) -> None:
+    conf = tmp_path / "xnuma.toml"
+    conf.write_text('poll_interval_s = 2\nrules_dir = "/srv/rules"\ndry_run = false\n')
+    config = run_cmd.config_from(parse(["--config", str(conf), "--poll-interval", "0.5",
+                                        "--dry-run"]))
+    assert config.poll_interval_s == 0.5 and config.dry_run
+    assert config.rules_dir == "/srv/rules"
+    unset = run_cmd.config_from(parse(["--config", str(conf)]))
+    assert unset.poll_interval_s == 2.0 and not unset.dry_run
+
+
+def test_a_bad_config_is_a_usage_error(tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    conf = tmp_path / "xnuma.toml"
+    conf.write_text("pol_interval_s = 2\n")
+    assert run_cmd.run(parse(["--config", str(conf)])) == 2
+    err = capsys.readouterr().err
+    assert str(conf) in err and "'pol_interval_s'" in err
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match="needs a scenario"):
+        run_cmd.config_from(parse(["--config", str(empty), "--backend", "sim"]))
+
+
+def test_the_simulator_needs_no_setup(tmp_path: Path) -> None:
+    config = run_cmd.for_sim(AgentConfig(backend="sim", scenario="seed-abc"), tmp_path)
+    assert config.journal == str(tmp_path / "pins.journal")
+    assert config.audit_log is None
+    assert Path(config.rules_dir, "affinity_fixup.toml").exists()
+    named = run_cmd.for_sim(AgentConfig(backend="sim", scenario="x", audit_log="/a.log",
+                                        journal="/j"), tmp_path)
+    assert (named.audit_log, named.journal) == ("/a.log", "/j")
+
+
+def _receive(sock: socket.socket, want: str, deadline: float) -> list[str]:
+    got: list[str] = []
+    while time.monotonic() < deadline:
+        try:
+            got.append(sock.recv(4096).decode())
+        except TimeoutError:
+            continue
+        if any(want in g for g in got):
+            return got
+    raise AssertionError(f"no {want!r} from the agent; got {got}")
+
+
+def test_sigterm_restores_every_pin_and_exits_0(tmp_path: Path) -> None:
+    notify = tmp_path / "notify"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(notify))
+    sock.settimeout(0.5)
+    audit, journal = tmp_path / "audit.log", tmp_path / "pins.journal"
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "400000",
+           "PYTHONPATH": str(ROOT)}
+    env.pop("WATCHDOG_PID", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", MAIN, "--backend", "sim", "--scenario", "seed-abc",
+         "--audit-log", str(audit), "--journal", str(journal), "--poll-interval", "0.1"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+    )
+    try:
+        got = _receive(sock, "READY=1", time.monotonic() + 60)
+        got += _receive(sock, "WATCHDOG=1", time.monotonic() + 30)
+        # Let it pin: in the first phase C's vCPUs run on A's node at a cost.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if any(e.kind == "action" and e.get("type") == "set_hard"
+                   for e in read_entries(audit)):
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        sock.close()
+    assert got[0].startswith("READY=1")
+    entries = list(read_entries(audit))
+    assert entries[0].kind == "agent_start" and entries[-1].kind == "agent_stop"
+    assert entries[-1].get("reason") == "SIGTERM" and entries[-1].get("exit_code") == 0
+    made = [e for e in entries if e.kind == "action" and e.get("type") in
+            ("set_hard", "narrow_hard") and e.get("outcome") == "ok"]
+    assert made
+    stop_restores = [e for e in entries if e.kind == "action" and e.get("type") == "restore_hard"
+                     and str(e.get("params", {}).get("why", "")).startswith("agent stopping")]
+    assert stop_restores and all(e.get("outcome") == "ok" for e in stop_restores)
+    with PinJournal(journal) as j:
+        assert j.outstanding() == []
