@@ -110,6 +110,9 @@ class Agent:
 
         def on_reload(result: ReloadResult) -> None:
             recorder.reload(result)
+            if notifier is not None and result.cause == "sighup":
+                notifier.reloading()  # done already: tell systemd it is over at once
+                notifier.ready(f"rules reloaded ({'ok' if result.ok else 'rejected'})")
             if chained is not None:
                 chained(result)
 
