@@ -378,6 +378,23 @@ class Fixer:
             decision=w.decision, review_s=period, via=via,
             reason=f"wandered off node {v.home_node} again within its settle window")
 
+    async def _renarrow(self, h: Held, v: VcpuView, pool: str, view: HostView) -> None:
+        node_cpus = view.node_at(h.node).cpu_set
+        target = node_cpus & h.original & (v.soft or node_cpus) or node_cpus & h.original
+        if overflows(view, pool, h.node):
+            for m in spill_nodes(view, pool, h.node):
+                target |= view.node_at(m).cpu_set & h.original
+        if not target or target == h.narrowed:
+            return
+        try:
+            await self.keeper.narrow(
+                h.domain, h.vcpu, h.original, target, h.node, SUSTAINED, view=view,
+                decision=h.decision, review_s=h.review_s,
+                via=self.spread_cpu(view, target & node_cpus, pool),
+                reason="its spill node is wanted by its own vCPUs again")
+        except (NoSuchDomain, HypervisorError):
+            return
+
     async def _sustained(self, view: HostView) -> None:
         now = self.clock()
         sustained = sorted((h for h in self.keeper.held.values()
@@ -393,6 +410,12 @@ class Fixer:
                 # Its vCPUs do not run: the pin buys nothing; when it runs again the
                 # agent looks afresh.
                 await self.keeper.restore(h, view=view, why=f"domain {dom.state}")
+                continue
+            v = view.vcpu_by_key.get(h.key)
+            if v is not None and v.misplaced:
+                # Pinned to its home and a spill node that its home's overflow may no
+                # longer use: narrow it to where it costs no work now.
+                await self._renarrow(h, v, dom.pool, view)
                 continue
             inside = view_nodes(view, h.narrowed)
             free = [(p, hn, m) for (p, hn, m), r in sorted(room.items())
