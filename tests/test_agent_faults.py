@@ -199,13 +199,14 @@ async def run_stuck(
     restart: bool = False,
     sc: Any = None,
     rules: str = "all",
+    dry_run: bool = False,
 ) -> Run:
     sc = sc or scenario()
     toolstack = SimToolstack.for_host(sc.host)
     runner = Runner(sc, listeners=[toolstack])
     assert isinstance(runner.host, SimHost)
     hv = Faulty(SimHypervisor(runner.host))
-    config = sim_config(tmp_path)
+    config = sim_config(tmp_path, dry_run=dry_run)
     if rules == "fixup-only":  # no swap: each vCPU of the pair gets a fixup of its own
         rules_dir = tmp_path / "rules"
         rules_dir.mkdir(parents=True)
@@ -279,6 +280,21 @@ async def test_without_the_agent_the_pair_stays_misplaced(
     last = result.phases[-1].tally
     assert last.domains["A"].locality is not None and last.domains["A"].locality < 0.6
     assert last.domains["C"].locality is not None and last.domains["C"].locality < 0.6
+
+
+async def test_dry_run_decides_and_records_but_changes_nothing(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    run = await run_stuck(tmp_path, dry_run=True, sc=scenario(duration=0.5))
+    agent = run.agents[0]
+    decisions = kept(agent, "decision")
+    assert {d["outcome"] for d in decisions} >= {"dry-run"}
+    assert "act" not in {d["outcome"] for d in decisions}
+    assert all(d["detail"] == "the agent runs with --dry-run"
+               for d in decisions if d["outcome"] == "dry-run")
+    assert kept(agent, "action") == []
+    assert not [c for c in run.hv.log if c.method == "set_vcpu_affinity"]
+    assert away_after(run.result, 0.11) == {"A": 390_000_000, "C": 390_000_000}
 
 
 def away_after(result: RunResult, t: float) -> dict[str, int]:

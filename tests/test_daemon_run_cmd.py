@@ -92,12 +92,14 @@ def test_sigterm_restores_every_pin_and_exits_0(tmp_path: Path) -> None:
     sock.bind(str(notify))
     sock.settimeout(0.5)
     audit, journal = tmp_path / "audit.log", tmp_path / "pins.journal"
+    metrics = tmp_path / "xnuma.prom"
     env = {**os.environ, "NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "400000",
            "PYTHONPATH": str(ROOT)}
     env.pop("WATCHDOG_PID", None)
     proc = subprocess.Popen(
         [sys.executable, "-c", MAIN, "--backend", "sim", "--scenario", "seed-abc",
-         "--audit-log", str(audit), "--journal", str(journal), "--poll-interval", "0.1"],
+         "--audit-log", str(audit), "--journal", str(journal), "--poll-interval", "0.1",
+         "--metrics-textfile", str(metrics)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
     )
     try:
@@ -110,6 +112,8 @@ def test_sigterm_restores_every_pin_and_exits_0(tmp_path: Path) -> None:
                    for e in read_entries(audit)):
                 break
             time.sleep(0.2)
+        proc.send_signal(signal.SIGHUP)  # reload the rules
+        got += _receive(sock, "RELOADING=1", time.monotonic() + 30)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
     finally:
@@ -129,3 +133,9 @@ def test_sigterm_restores_every_pin_and_exits_0(tmp_path: Path) -> None:
     assert stop_restores and all(e.get("outcome") == "ok" for e in stop_restores)
     with PinJournal(journal) as j:
         assert j.outstanding() == []
+    (reload,) = [e for e in entries if e.kind == "rule_reload"]
+    assert reload.get("ok") is True and reload.get("cause") == "sighup"
+    assert any(f["path"].endswith("affinity_fixup.toml") for f in reload.get("files"))
+    text = metrics.read_text()
+    assert 'xnuma_decisions_total{rule="affinity-fixup",outcome="act"}' in text
+    assert "xnuma_temporary_pins_outstanding 0" in text

@@ -180,6 +180,8 @@ class Agent:
                 # Stopped: every pin back, then out.
                 with trio.CancelScope(shield=True), trio.move_on_after(60):
                     failed = await keeper.restore_all(f"agent stopping: {self._stop_reason}")
+                if self.metrics is not None:
+                    self.metrics.set_pins_outstanding(len(keeper.held))
                 self.stopped_by = self._stop_reason or "stopped"
                 self.exit_code = 1 if failed else 0
                 self.recorder.stop(self.stopped_by, self.exit_code)
