@@ -56,6 +56,12 @@ class FixupPolicy:
     review_first_s: float = 1.0  # a sustained narrowing is first tried without after this
     review_max_s: float = 300.0
     settle_s: float = 10.0  # watch after relaxing or trying without a sustained narrowing
+    # A temporary pin (fixup, swap) to one chosen pCPU of the home node, or to its whole
+    # soft mask there (default: a temporary pin is undone moments later, so the
+    # scheduler's own pick is as good; measured on the seed runs it makes no
+    # difference under credit1 and helps credit2, whose runqueues span many pCPUs).
+    # A sustained narrowing always goes through a chosen pCPU (see pins.narrow).
+    spread_temporary: bool = False
 
 
 @dataclass(slots=True)
@@ -185,7 +191,7 @@ class Fixer:
             if held is None:
                 out.status, out.error = "failed", "narrowing failed"
             return
-        cpu = self.spread_cpu(view, target, dom.pool)
+        cpu = self.spread_cpu(view, target, dom.pool) if self.policy.spread_temporary else None
         if cpu is not None:
             target = frozenset({cpu})
         held = await self.keeper.narrow(key, action.vcpu, v.hard, target, node.id, TEMPORARY,
@@ -238,7 +244,7 @@ class Fixer:
             if not target:
                 out.status, out.error = "skipped", f"d{domid}v{vcpu}: hard affinity excludes home"
                 return
-            cpu = self.spread_cpu(view, target, dom.pool)
+            cpu = self.spread_cpu(view, target, dom.pool) if self.policy.spread_temporary else None
             target = frozenset({cpu}) if cpu is not None else target
             plan.append((DomainKey(domid, dom.name, dom.uuid or None), v, target,
                          here.home_node))
