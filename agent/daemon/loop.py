@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +40,7 @@ from agent.journal import PinJournal
 from agent.rules import Memory, ReloadResult, RuleReloader, decide, make_event
 from agent.sdnotify import Notifier, watchdog_pinger
 from agent.sim.run import AgentReport
-from agent.state import HostView, build_state
+from agent.state import HostView, Observation, build_state
 from agent.telemetry.agent_metrics import AgentMetrics
 from agent.telemetry.prometheus import write_textfile
 from agent.xenstore.client import ConnectionLost, open_client
@@ -48,7 +48,9 @@ from agent.xenstore.transport import Transport
 
 log = logging.getLogger("xnuma.agent")
 
-METRICS_EVERY_S = 15.0  # textfile refresh; node_exporter reads it about as often
+METRICS_EVERY_S = 15.0
+
+Enricher = Callable[[Observation], Awaitable[Observation]]  # textfile refresh; node_exporter reads it about as often
 
 
 @dataclass(slots=True)
@@ -81,8 +83,13 @@ class Agent:
         retry: RetryPolicy | None = None,
         fixup_policy: FixupPolicy | None = None,
         handlers: Mapping[str, Handler] | None = None,
+        enrich: Sequence[Enricher] = (),
     ) -> None:
+        """``handlers``: action types the agent does not carry out itself (placement,
+        backend pinning) -> their handler. ``enrich``: each scan's ``Observation``
+        passes through these (e.g. to add dom0 backends or placement reservations)."""
         self.config = config
+        self.enrich = tuple(enrich)
         self.rules = rules
         self.journal = journal
         self.recorder = recorder
@@ -243,6 +250,8 @@ class Agent:
     ) -> None:
         start = trio.current_time()
         obs = await observer.observe(keeper.pinned())
+        for enrich in self.enrich:
+            obs = await enrich(obs)
         # A resync (xenstore watches lost and re-made) needs nothing more than a scan:
         # the poll's diff against the last snapshot catches whatever the watches missed.
         previous = self.view
