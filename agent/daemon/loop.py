@@ -48,9 +48,9 @@ from agent.xenstore.transport import Transport
 
 log = logging.getLogger("xnuma.agent")
 
-METRICS_EVERY_S = 15.0
+METRICS_EVERY_S = 15.0  # textfile refresh; node_exporter reads it about as often
 
-Enricher = Callable[[Observation], Awaitable[Observation]]  # textfile refresh; node_exporter reads it about as often
+Enricher = Callable[[Observation], Awaitable[Observation]]
 
 
 @dataclass(slots=True)
