@@ -112,7 +112,6 @@ class Agent:
         self._memory = Memory()
         self._diff = DiffMemory()
         self._misplaced: frozenset[tuple[int, int]] = frozenset()
-        self._resync = False
         chained = rules.on_reload
 
         def on_reload(result: ReloadResult) -> None:
@@ -184,7 +183,8 @@ class Agent:
                         kinds |= signals.drain()
                         last = trio.current_time()
                         await self._scan(kinds, observer, actions, fixer, keeper, burst)
-                # Stopped: every pin back, then out.
+                # Stopped (an action cut off mid-way included): every pin back, then out.
+                failed = len(keeper.held)
                 with trio.CancelScope(shield=True), trio.move_on_after(60):
                     failed = await keeper.restore_all(f"agent stopping: {self._stop_reason}")
                 if self.metrics is not None:
