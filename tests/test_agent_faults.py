@@ -443,3 +443,32 @@ async def test_a_call_failing_always_is_recorded_and_the_agent_keeps_running(
     # The narrowing may or may not have happened: the pin stays in the journal for
     # the next start, not forgotten.
     assert agent.report().temporary_pins_outstanding >= 1
+
+
+# -- stopped (SIGTERM) with a pin in flight --------------------------------------------------
+
+
+async def test_stop_with_a_temporary_pin_in_flight_restores_it(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    async def stop_after_first_pin(hv: Faulty, pair: TwoAgents, n: int, call: Call) -> None:
+        if call.method == "set_vcpu_affinity" and len(
+                [c for c in hv.log if c.method == "set_vcpu_affinity"]) == 1:
+            pair.agents[0].stop("SIGTERM")
+            await trio.sleep(0.01)  # the stop lands while the swap is in flight
+
+    run = await run_stuck(tmp_path, after=stop_after_first_pin, sc=scenario(duration=0.5))
+    agent = run.agents[0]
+    assert agent.stopped_by == "SIGTERM" and agent.exit_code == 0
+    # The narrowing took effect on the host; the stop cut the swap off before it
+    # was even recorded, and the stop's restore put the original back.
+    pins = [c for c in run.hv.log if c.method == "set_vcpu_affinity"]
+    assert [c.args[2] == ALL for c in pins] == [False, True]
+    assert kept(agent, "action", "narrow_hard") == []
+    restores = [a for a in kept(agent, "action", "restore_hard")
+                if a["params"]["why"] == "agent stopping: SIGTERM"]
+    assert [a["outcome"] for a in restores] == ["ok"]
+    assert set(hard_affinities(run.host).values()) == {ALL}
+    assert kept(agent, "agent_stop")[-1]["reason"] == "SIGTERM"
+    with PinJournal(run.journal) as journal:
+        assert journal.outstanding() == []
