@@ -460,11 +460,14 @@ async def test_stop_with_a_temporary_pin_in_flight_restores_it(
     run = await run_stuck(tmp_path, after=stop_after_first_pin, sc=scenario(duration=0.5))
     agent = run.agents[0]
     assert agent.stopped_by == "SIGTERM" and agent.exit_code == 0
-    # The narrowing took effect on the host; the stop cut the swap off before it
-    # was even recorded, and the stop's restore put the original back.
+    # The narrowing took effect on the host; the stop cut the swap off before its
+    # result was known, and the stop's restore put the original back.
     pins = [c for c in run.hv.log if c.method == "set_vcpu_affinity"]
     assert [c.args[2] == ALL for c in pins] == [False, True]
-    assert kept(agent, "action", "narrow_hard") == []
+    (narrowed,) = kept(agent, "action", "narrow_hard")
+    assert narrowed["outcome"] == "failed" and "cut off" in narrowed["error"]
+    (swap,) = kept(agent, "action", "vcpu.swap")
+    assert swap["outcome"] == "failed" and "cut off" in swap["error"]
     restores = [a for a in kept(agent, "action", "restore_hard")
                 if a["params"]["why"] == "agent stopping: SIGTERM"]
     assert [a["outcome"] for a in restores] == ["ok"]

@@ -84,7 +84,8 @@ class Actions:
         start = self.clock()
         with trio.move_on_after(self.bound_s(action)) as scope:
             await self._dispatch(action, seq, view)
-        if scope.cancelled_caught:
+        if scope.cancelled_caught and not isinstance(action, VcpuFixup | VcpuSwap):
+            # (fixups and swaps record their own outcome, cut off or not)
             self.recorder.action(action.TYPE, action_record(action),
                                  subject_of(decision.subject, view), "failed",
                                  error=f"did not finish within {self.bound_s(action):g} s",

@@ -46,6 +46,8 @@ from agent.state import HostView, VcpuKey, VcpuView
 
 log = logging.getLogger("xnuma.fixup")
 
+CUT_OFF = "cut off (the agent is stopping, or the action ran out of time)"
+
 # Whole vCPUs: a node whose own demand exceeds its pCPUs by less than this fits.
 _OVERFLOW_VCPU = 0.5
 
@@ -144,17 +146,27 @@ class Fixer:
         out = Outcome()
         try:
             await self._fixup(action, decision, view, out)
+        except trio.Cancelled:
+            out.status, out.error = "failed", CUT_OFF
+            raise
         except NoSuchDomain as exc:
             out.status, out.error = "skipped", f"domain gone: {exc}"
         except HypervisorError as exc:
             out.status, out.error = "failed", str(exc)
+        finally:
+            self._record_fixup(action, decision, view, out, start)
+        return out
+
+    def _record_fixup(
+        self, action: VcpuFixup, decision: int | None, view: HostView, out: Outcome,
+        start: float,
+    ) -> None:
         params = {"domid": action.domid, "vcpu": action.vcpu, "node": action.node,
                   "mode": out.mode, "home": out.home}
         self.recorder.action(VcpuFixup.TYPE, params,
                              vcpu_subject(view, action.domid, action.vcpu, action.node),
                              out.status, error=out.error, attempts=out.tries.count,
                              duration=self.clock() - start, decision_seq=decision)
-        return out
 
     async def _fixup(
         self, action: VcpuFixup, decision: int | None, view: HostView, out: Outcome
@@ -212,17 +224,22 @@ class Fixer:
         out = Outcome()
         try:
             await self._swap(action, decision, view, out)
+        except trio.Cancelled:
+            out.status, out.error = "failed", CUT_OFF
+            raise
         except NoSuchDomain as exc:
             out.status, out.error = "skipped", f"domain gone: {exc}"
         except HypervisorError as exc:
             out.status, out.error = "failed", str(exc)
-        params = {"domid": action.domid, "vcpu": action.vcpu, "with_domid": action.with_domid,
-                  "with_vcpu": action.with_vcpu, "home": out.home}
-        self.recorder.action(VcpuSwap.TYPE, params,
-                             vcpu_subject(view, action.domid, action.vcpu), out.status,
-                             error=out.error, attempts=out.tries.count,
-                             duration=self.clock() - start, decision_seq=decision,
-                             peer=vcpu_subject(view, action.with_domid, action.with_vcpu))
+        finally:
+            params = {"domid": action.domid, "vcpu": action.vcpu,
+                      "with_domid": action.with_domid, "with_vcpu": action.with_vcpu,
+                      "home": out.home}
+            self.recorder.action(VcpuSwap.TYPE, params,
+                                 vcpu_subject(view, action.domid, action.vcpu), out.status,
+                                 error=out.error, attempts=out.tries.count,
+                                 duration=self.clock() - start, decision_seq=decision,
+                                 peer=vcpu_subject(view, action.with_domid, action.with_vcpu))
         return out
 
     async def _swap(

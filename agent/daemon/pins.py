@@ -117,6 +117,13 @@ class PinKeeper:
                                                       frozenset({via}), None))
             await call(self.retry, tries, partial(self.hv.set_vcpu_affinity, domid, vcpu,
                                                   frozenset(to), None))
+        except trio.Cancelled:
+            # It may have happened: the pin stays held (and journalled) to be restored.
+            self.recorder.action(kind, params, subject, "failed",
+                                 error="cut off before its result was known",
+                                 attempts=tries.count, duration=self.clock() - start,
+                                 decision_seq=decision)
+            raise
         except NoSuchDomain as exc:
             self._forget(held, "domain-gone")
             self.recorder.action(kind, params, subject, "skipped", error=f"domain gone: {exc}",
