@@ -184,6 +184,9 @@ class HostView:
     nodes: list[NodeView] = field(repr=False)
     # Per (cpupool, node): what its pCPUs offer and what the vCPUs homed there want.
     balance: dict[tuple[str, int], NodeBalance] = field(repr=False)
+    # Per (cpupool, home node, other node): pCPUs of the other node the home's
+    # overflow may use without costing work (the model's spill, nearest first).
+    flows: dict[tuple[str, int, int], float] = field(repr=False)
     domains: list[DomainView] = field(repr=False)
     vcpus: list[VcpuView] = field(repr=False)
     backends: list[BackendView] = field(repr=False)
@@ -417,7 +420,7 @@ def build_state(obs: Observation, previous: HostView | None = None) -> HostView:
         now=obs.time, node_count=len(nodes), cpus=cpus, busy_cpus=busy,
         idle_cpus=max(cpus - busy, 0.0), load=busy / cpus if cpus else 0.0,
         min_load=min(loads), max_load=max(loads), dom0_node_bound=dom0_bound,
-        nodes=nodes, balance=balance, domains=domains, vcpus=vcpus, backends=backends,
+        nodes=nodes, balance=balance, flows=flows, domains=domains, vcpus=vcpus, backends=backends,
         distances=topo.distances, node_by_id=node_by_id, domain_by_id=domain_by_id,
         vcpu_by_key={(v.domid, v.id): v for v in vcpus},
         backend_by_pid={b.pid: b for b in backends},
