@@ -152,15 +152,19 @@ async def _main(config: AgentConfig) -> int:
 
 
 async def _run_xl(config: AgentConfig, notifier: Notifier, agents: list[Agent]) -> None:
-    from agent.hypervisor.xl import XlHypervisor
+    from agent.hypervisor.xenctrl import open_hypervisor
     from agent.xenstore.transport import default_transport, unix_socket
 
     transport = unix_socket(config.xenstore_socket) if config.xenstore_socket else (
         default_transport())
+    # libxenctrl when it fits the running Xen (a scan costs hypercalls, not four `xl`
+    # processes: seconds each under load), else `xl`.
+    hypervisor, how = open_hypervisor()
+    log.info("observing the host through %s", how)
     with open_agent(config, xenstore=transport, notifier=notifier,
                     handle_signals=True) as agent:
         agents.append(agent)
-        await agent.run(XlHypervisor())
+        await agent.run(hypervisor)
 
 
 async def _run_sim(
