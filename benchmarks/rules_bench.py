@@ -146,8 +146,8 @@ def main() -> None:
         for v in state.vcpus:
             d = v.domain
             n += bool(not d.is_dom0 and d.state == "running" and not v.on_soft
-                      and v.home_node >= 0 and v.run_rate >= 0.2 and not v.agent_pinned
-                      and state.node_at(v.home_node).pressure <= 1.0
+                      and v.home_node >= 0 and v.demand >= 0.2 and not v.agent_pinned
+                      and v.misplaced
                       and not (d.memory_known and d.soft_memory_share < 0.5
                                and not d.soft_changed))
         return n
