@@ -53,7 +53,7 @@ test: $(VENV)/.installed $(CACHE)/xen/.ready $(CACHE)/packaging-tools.ready lint
 	XNUMA_XEN_CACHE=$(CURDIR)/$(CACHE)/xen $(VENV)/bin/pytest -q
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/xnuma sim seed-abc --plot seed-abc.png
+	$(VENV)/bin/xnuma demo
 
 bench: $(VENV)/.installed $(CACHE)/xen/.ready
 	XNUMA_XEN_CACHE=$(CURDIR)/$(CACHE)/xen $(PY) benchmarks/xenstore_bench.py
