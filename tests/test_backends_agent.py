@@ -7,30 +7,20 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import pytest
 import trio
 import trio.testing
 
 from agent.backends.hooks import BackendHooks
 from agent.daemon.build import open_agent
+from agent.daemon.hooks import AgentHooks
 from agent.daemon.recorder import Recorder
 from agent.daemon.simhost import embedded_transport, sim_config
-from agent.placement.hooks import AgentHooks, PlacementHooks
+from agent.placement.hooks import PlacementHooks
 from agent.placement.xs_requests import BASE
 from agent.sim.engine import SimHost
 from agent.sim.run import Runner
 from agent.sim.scenario import load_scenario
 from agent.sim.toolstack import SimToolstack
-
-try:
-    from agent.daemon.loop import Agent
-    HOOKED = "hooks" in Agent.__init__.__code__.co_varnames
-except ImportError:  # pragma: no cover
-    HOOKED = False
-
-pytestmark = pytest.mark.skipif(
-    not HOOKED, reason="the agent takes no hooks yet (issue 6 integration: see agent/placement/"
-    "hooks.py AgentHooks)")
 
 
 async def test_agent_places_seed_backends_and_answers_a_request(

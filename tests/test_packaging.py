@@ -323,6 +323,8 @@ def test_unit_settings_the_agent_relies_on() -> None:
     assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert int(s["WatchdogSec"][0].removesuffix("s")) >= 10
     assert s["LogsDirectory"] == ["xnuma"] and s["StateDirectory"] == ["xnuma"]
+    # /run/xnuma for the placement socket; others may enter it (the socket is 0600)
+    assert s["RuntimeDirectory"] == ["xnuma"] and s["RuntimeDirectoryMode"] == ["0755"]
     assert s["ProtectSystem"] == ["strict"]
     assert "PrivateDevices" not in s  # /dev/xen must stay reachable
     assert "/dev/xen/privcmd rw" in s["DeviceAllow"] and "/dev/xen/xenbus rw" in s["DeviceAllow"]
@@ -352,6 +354,9 @@ def test_unit_paths_match_the_default_config() -> None:
         Path("/var/lib") / s["StateDirectory"][0]
     ]
     assert config["rules_dir"] == ["/etc/xnuma/rules.d"]
+    assert [Path(str(p)).parent for p in config["placement_socket"]] == [
+        Path("/run") / s["RuntimeDirectory"][0]
+    ]
     writable = " ".join(s["ReadWritePaths"]).split()
     assert len(config["metrics_textfile"]) == 2
     for textfile in config["metrics_textfile"]:

@@ -1,4 +1,4 @@
-"""Backend placement inside the agent: what its loop calls (as ``PlacementHooks``).
+"""Backend placement inside the agent: an extension of its loop (``agent.daemon.hooks``).
 
     hooks = BackendHooks(recorder, LinuxProcesses())   # the simulator: toolstack.dom0
     await nursery.start(hooks.run, xs, wake)           # watches dom0's backend subtree
@@ -28,7 +28,8 @@ from agent.backends.discovery import BACKEND_ROOT, Rejected
 from agent.backends.dom0 import Dom0Cpus
 from agent.backends.procs import ProcessTable
 from agent.backends.tracker import BackendTracker, Scan
-from agent.placement.hooks import ActionRecorder, Handler
+from agent.daemon.actions import Handler
+from agent.daemon.hooks import ActionRecorder
 from agent.rules.actions import Action, PinBackend
 from agent.rules.events import Event, make_event
 from agent.state import HostView, Observation

@@ -67,7 +67,9 @@ class Actions:
         others are recorded as skipped."""
         touched: set[tuple[object, ...]] = set()
         for item in batch:
-            targets = {item.decision.subject, *item.decision.action.targets()}
+            # What the action touches; not its subject, which for a host-wide rule
+            # (placement) is the host: two requests in one scan are not in conflict.
+            targets = set(item.decision.action.targets())
             if not isinstance(item.decision.action, Note) and targets & touched:
                 self.recorder.action(
                     item.decision.action.TYPE, action_record(item.decision.action),

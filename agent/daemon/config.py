@@ -3,6 +3,7 @@
     backend = "xl"                       # xl | sim
     scenario = "seed-abc"                # with backend = "sim": the scenario to run
     xenstore_socket = "/run/xenstored/socket"   # default: $XENSTORED_PATH, else libxenstore's
+    placement_socket = "/run/xnuma/placement.sock"   # `xnuma place` asks here; "" for none
     rules_dir = "/etc/xnuma/rules.d"
     audit_log = "/var/log/xnuma/audit.log"      # "" for none
     journal = "/var/lib/xnuma/pins.journal"
@@ -29,6 +30,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from agent.placement.server import DEFAULT_SOCKET as PLACEMENT_SOCKET
+
 DEFAULT_PATH = Path("/etc/xnuma/xnuma.toml")
 BACKENDS = ("xl", "sim")
 
@@ -42,6 +45,7 @@ class AgentConfig:
     backend: str = "xl"
     scenario: str | None = None
     xenstore_socket: str | None = None
+    placement_socket: str | None = PLACEMENT_SOCKET
     rules_dir: str = "/etc/xnuma/rules.d"
     audit_log: str | None = "/var/log/xnuma/audit.log"
     journal: str = "/var/lib/xnuma/pins.journal"
@@ -83,6 +87,7 @@ _TYPES: Mapping[str, tuple[tuple[type, ...], str]] = {
     "backend": ((str,), "a string (xl or sim)"),
     "scenario": ((str,), "a scenario name or file"),
     "xenstore_socket": ((str,), "a path"),
+    "placement_socket": ((str,), "a path, or \"\" for none"),
     "rules_dir": ((str,), "a path"),
     "audit_log": ((str,), "a path, or \"\" for none"),
     "journal": ((str,), "a path"),
@@ -96,7 +101,8 @@ _TYPES: Mapping[str, tuple[tuple[type, ...], str]] = {
     "memory_interval_s": ((int, float), "seconds"),
     "log_level": ((str,), "debug, info, warning or error"),
 }
-_EMPTY_IS_NONE = ("audit_log", "metrics_textfile", "xenstore_socket", "scenario")
+_EMPTY_IS_NONE = ("audit_log", "metrics_textfile", "xenstore_socket", "scenario",
+                  "placement_socket")
 
 
 def _convert(key: str, value: Any, where: str) -> Any:

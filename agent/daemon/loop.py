@@ -5,6 +5,10 @@
         -> per event: decide (pure) -> decisions, recorded -> actions, in order
         -> review: settle windows, sustained narrowings, leftover pins
 
+Extensions (``hooks``, ``agent.daemon.hooks``) add to this: placement requests
+(socket, xenstore) become events and ``domain.place`` actions; dom0's backends
+join each observation and ``backend.pin`` actions bind them.
+
 ``Agent.run(hypervisor)`` is all of it; ``xnuma run`` (real host or the
 simulator in real time), ``xnuma demo``/``xnuma sim --agent`` (the simulator in
 virtual time) and the tests run this same code. On start every pin the journal
@@ -18,18 +22,20 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import trio
 
 from agent.audit.writer import AuditWriter, flush_periodically
 from agent.daemon import sources
-from agent.daemon.actions import Actions, Handler, Pending
+from agent.daemon.actions import Actions, Pending
 from agent.daemon.config import AgentConfig
 from agent.daemon.diff import DOMAIN_EVENTS, DiffMemory, diff
 from agent.daemon.fixup import Fixer, FixupPolicy
+from agent.daemon.hooks import AgentHooks, handlers_of
 from agent.daemon.observe import Observer
 from agent.daemon.pins import SUSTAINED, TEMPORARY, PinKeeper
 from agent.daemon.recorder import Recorder
@@ -38,19 +44,19 @@ from agent.daemon.soft import SoftSetter
 from agent.hypervisor.interface import Hypervisor
 from agent.journal import PinJournal
 from agent.rules import Memory, ReloadResult, RuleReloader, decide, make_event
+from agent.rules.events import Event
 from agent.sdnotify import Notifier, watchdog_pinger
 from agent.sim.run import AgentReport
-from agent.state import HostView, Observation, build_state
+from agent.state import HostView, build_state
 from agent.telemetry.agent_metrics import AgentMetrics
 from agent.telemetry.prometheus import write_textfile
-from agent.xenstore.client import ConnectionLost, open_client
+from agent.xenstore.client import Client, ConnectionLost, WatchLost, open_client
 from agent.xenstore.transport import Transport
+from agent.xenstore.wire import XenstoreError
 
 log = logging.getLogger("xnuma.agent")
 
 METRICS_EVERY_S = 15.0  # textfile refresh; node_exporter reads it about as often
-
-Enricher = Callable[[Observation], Awaitable[Observation]]
 
 
 @dataclass(slots=True)
@@ -82,14 +88,14 @@ class Agent:
         watch_rule_files: bool = True,
         retry: RetryPolicy | None = None,
         fixup_policy: FixupPolicy | None = None,
-        handlers: Mapping[str, Handler] | None = None,
-        enrich: Sequence[Enricher] = (),
+        hooks: Sequence[AgentHooks] = (),
     ) -> None:
-        """``handlers``: action types the agent does not carry out itself (placement,
-        backend pinning) -> their handler. ``enrich``: each scan's ``Observation``
-        passes through these (e.g. to add dom0 backends or placement reservations)."""
+        """``hooks``: extensions (``agent.daemon.hooks``: placement, backend pinning)
+        that complete each scan's observation, add events of their own and carry out
+        the action types the agent does not."""
         self.config = config
-        self.enrich = tuple(enrich)
+        self.hooks = tuple(hooks)
+        self.handlers = handlers_of(self.hooks)
         self.rules = rules
         self.journal = journal
         self.recorder = recorder
@@ -100,7 +106,6 @@ class Agent:
         self.watch_rule_files = watch_rule_files
         self.retry = retry or RetryPolicy()
         self.fixup_policy = fixup_policy or FixupPolicy()
-        self.handlers = handlers
         self.stats = LoopStats()
         self.view: HostView | None = None
         self.signals: sources.Signals | None = None
@@ -165,6 +170,8 @@ class Agent:
                 nursery.start_soon(sources.tick, signals, cfg.tick_interval_s)
                 if self.xenstore is not None:
                     nursery.start_soon(self._watch_xenstore, self.xenstore, signals, burst)
+                if self.hooks:
+                    await nursery.start(self._run_hooks, signals)
                 if self.handle_signals or self.watch_rule_files:
                     await nursery.start(self._reload_rules)
                 self._background(nursery)
@@ -215,8 +222,36 @@ class Agent:
         try:
             async with open_client(transport) as client:
                 await sources.watch_xenstore(client, signals, burst, self.config.burst_s)
-        except (ConnectionLost, OSError) as exc:
-            log.warning("no xenstore (%s): watching the host by polling only", exc)
+        except* (ConnectionLost, OSError) as group:
+            log.warning("no xenstore (%s): watching the host by polling only",
+                        sources.why(group))
+
+    async def _run_hooks(
+        self, signals: sources.Signals, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        """The extensions' own tasks, on a xenstore client of their own. Without
+        xenstore, or once it is lost, they go on without it (the placement socket,
+        backends found by name), as the agent goes on polling."""
+        wake = partial(signals.post, sources.SCAN)
+        started = False
+
+        async def start_all(xs: Client | None) -> None:
+            nonlocal started
+            async with trio.open_nursery() as nursery:
+                for h in self.hooks:
+                    await nursery.start(h.run, xs, wake)
+                if not started:
+                    started = True
+                    task_status.started()
+
+        if self.xenstore is not None:
+            try:
+                async with open_client(self.xenstore) as xs:
+                    await start_all(xs)
+            except* (ConnectionLost, WatchLost, XenstoreError, OSError) as group:
+                log.warning("placement requests and backend discovery go on without "
+                            "xenstore (%s)", sources.why(group))
+        await start_all(None)
 
     def _background(self, nursery: trio.Nursery) -> None:
         writer = self.recorder.writer
@@ -250,8 +285,10 @@ class Agent:
     ) -> None:
         start = trio.current_time()
         obs = await observer.observe(keeper.pinned())
-        for enrich in self.enrich:
-            obs = await enrich(obs)
+        extra: list[Event] = []
+        for h in self.hooks:
+            obs, more = await h.augment(obs)
+            extra += more
         # A resync (xenstore watches lost and re-made) needs nothing more than a scan:
         # the poll's diff against the last snapshot catches whatever the watches missed.
         previous = self.view
@@ -259,6 +296,7 @@ class Agent:
         events, self._diff = diff(previous, view, self._diff, self.config.poll_interval_s)
         if any(e.type in DOMAIN_EVENTS for e in events) and previous is not None:
             burst.start(self.config.burst_s)
+        events += extra
         if sources.TICK in kinds:
             events.append(make_event("tick"))
         ruleset = self.rules.current
@@ -281,6 +319,8 @@ class Agent:
         self.view = view
         await actions.run(batch, view)
         await fixer.review(view)
+        for h in self.hooks:
+            h.after_scan()
         self.stats.pins_made = keeper.made
         self.stats.max_pins = max(self.stats.max_pins, len(keeper.held))
         self._update_metrics(view, keeper)

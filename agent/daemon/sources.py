@@ -135,9 +135,17 @@ async def watch_xenstore(
         async with trio.open_nursery() as nursery:
             for path in paths:
                 nursery.start_soon(_watch_one, client, path, signals, burst, burst_s)
-    except (ConnectionLost, WatchLost) as exc:
-        log.warning("xenstore watches lost (%s): polling only from now on", exc)
+    except* (ConnectionLost, WatchLost) as group:
+        log.warning("xenstore watches lost (%s): polling only from now on", why(group))
         signals.post(RESYNC)
+
+
+def why(group: BaseExceptionGroup[BaseException]) -> str:
+    """The messages of the exceptions in ``group`` (nested groups flattened)."""
+    out: list[str] = []
+    for exc in group.exceptions:
+        out.append(why(exc) if isinstance(exc, BaseExceptionGroup) else str(exc) or repr(exc))
+    return "; ".join(out)
 
 
 async def _watch_one(

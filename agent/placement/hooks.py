@@ -1,4 +1,4 @@
-"""Placement inside the agent: what its loop calls, at four points.
+"""Placement inside the agent: an extension of its loop (``agent.daemon.hooks``).
 
     hooks = PlacementHooks(recorder, socket_path="/run/xnuma/placement.sock")
     await nursery.start(hooks.run, xs, wake)      # servers; wake() asks for a scan
@@ -17,13 +17,15 @@ rather than left to time out.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import logging
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol
 
 import trio
 
-from agent.audit.records import Body, Subject
+from agent.audit.records import Body
+from agent.daemon.actions import Handler
+from agent.daemon.hooks import ActionRecorder
 from agent.placement.audit import place_fields, reservation_record
 from agent.placement.placer import Placer
 from agent.placement.server import serve_placement
@@ -34,38 +36,14 @@ from agent.rules.events import Event
 from agent.state import HostView, Observation
 from agent.xenstore.client import Client
 
-Handler = Callable[[Action, int | None, HostView], Awaitable[str]]
+log = logging.getLogger("xnuma.placement")
 
 NOT_ACTED = ("no rule acted on this request (none listens to placement.request, or its "
              "decision was suppressed or dry-run: see the audit log)")
 
 
-class ActionRecorder(Protocol):
-    """The agent's recorder, as far as the hooks use it (``agent.daemon.recorder``)."""
-
-    def action(self, type: str, params: Mapping[str, Any], subject: Subject, outcome: str, *,
-               error: str | None = None, attempts: int = 1, duration: float = 0.0,
-               decision_seq: int | None = None, **extra: Any) -> int: ...
-
-    def append(self, body: Body, *, sync: bool = False) -> int: ...
-
-
-class AgentHooks(Protocol):
-    """What the agent's loop calls on an extension (``PlacementHooks``,
-    ``agent.backends.hooks.BackendHooks``): ``run`` once in its nursery
-    (``wake()`` asks for a scan), ``augment`` on each observation before
-    ``build_state`` (returns it completed, and events to decide on),
-    ``handlers`` for action types, ``after_scan`` once a scan's actions ran."""
-
-    @property
-    def handlers(self) -> dict[str, Handler]: ...
-
-    async def run(self, xs: Client | None, wake: Callable[[], None], *,
-                  task_status: trio.TaskStatus[None] = ...) -> None: ...
-
-    async def augment(self, obs: Observation) -> tuple[Observation, list[Event]]: ...
-
-    def after_scan(self) -> None: ...
+class PlacementSocketError(Exception):
+    """The placement socket cannot be served; the message names it."""
 
 
 class PlacementHooks:
@@ -110,9 +88,14 @@ class PlacementHooks:
         self._wake = wake
         async with trio.open_nursery() as nursery:
             if self.socket_path is not None:
-                await nursery.start(serve_placement, self.service, self.socket_path)
+                try:
+                    await nursery.start(serve_placement, self.service, self.socket_path)
+                except OSError as exc:
+                    raise PlacementSocketError(
+                        f"placement socket {self.socket_path}: cannot listen: "
+                        f"{exc.strerror or exc}") from exc
             if xs is not None and self.xenstore_requests:
-                await nursery.start(XenstorePlacement(xs, self.service).run)
+                await nursery.start(XenstorePlacement(xs, self.service, log=log.warning).run)
             task_status.started()
 
     async def augment(self, obs: Observation) -> tuple[Observation, list[Event]]:

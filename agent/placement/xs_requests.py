@@ -47,7 +47,7 @@ from agent.placement.request import (
     parse_nodes,
 )
 from agent.placement.service import PlacementService
-from agent.xenstore.client import Client, Transaction
+from agent.xenstore.client import Client, ConnectionLost, Transaction
 from agent.xenstore.wire import Access, Perm, XenstoreError
 
 BASE = "/local/domain/0/xnuma/placement"
@@ -173,6 +173,12 @@ class XenstorePlacement:
     async def scan(self, nursery: trio.Nursery) -> None:
         """Look at every entry: answer new requests, handle cancels, drop old ones."""
         try:
+            await self._scan(nursery)
+        except ConnectionLost as exc:  # the client reconnects; its watch's resync rescans
+            self.log(f"{self.base}: scan cut short: {exc}")
+
+    async def _scan(self, nursery: trio.Nursery) -> None:
+        try:
             names = await self.xs.directory(self.base)
         except XenstoreError as exc:
             if exc.name != "ENOENT":
@@ -210,7 +216,7 @@ class XenstorePlacement:
         try:
             async with self._limiter:
                 await self._handle_one(ident)
-        except XenstoreError as exc:  # removed under our feet, and the like
+        except (XenstoreError, ConnectionLost) as exc:  # removed under our feet, and the like
             self.log(f"{self.base}/{ident}: {exc}")
         finally:
             self._busy.discard(ident)
