@@ -1,7 +1,8 @@
 """``xnuma run``: options over the config file, and a real process stopped by SIGTERM.
 
 The process runs the simulator in real time (``--backend sim``) with the agent,
-under a notify socket the test holds: READY=1 says it is watching; SIGTERM then
+under a notify socket the test holds: READY=1 says it is watching; it answers a
+placement request on its socket and pins the guests' backends; SIGTERM then
 restores every pin it holds and it exits 0, as its audit log shows.
 """
 
@@ -17,11 +18,13 @@ import time
 from pathlib import Path
 
 import pytest
+import trio
 
 from agent.audit.reader import read_entries
 from agent.cli import run_cmd
 from agent.daemon.config import AgentConfig, ConfigError
 from agent.journal import PinJournal
+from agent.placement import client
 
 ROOT = Path(run_cmd.__file__).resolve().parents[2]
 MAIN = """
@@ -49,6 +52,25 @@ def test_options_override_the_config_file(tmp_path: Path) -> None:
     assert config.rules_dir == "/srv/rules"
     unset = run_cmd.config_from(parse(["--config", str(conf)]))
     assert unset.poll_interval_s == 2.0 and not unset.dry_run
+    assert unset.placement_socket == "/run/xnuma/placement.sock"
+    conf.write_text('placement_socket = "/srv/p.sock"\n')
+    assert run_cmd.config_from(parse(["--config", str(conf)])).placement_socket == "/srv/p.sock"
+    none = run_cmd.config_from(parse(["--config", str(conf), "--placement-socket", ""]))
+    assert none.placement_socket is None
+
+
+def test_a_socket_or_rules_it_cannot_use_stop_it_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    common = ["--backend", "sim", "--scenario", "seed-abc", "--journal",
+              str(tmp_path / "pins.journal")]
+    assert run_cmd.run(parse([*common, "--placement-socket", f"{blocker}/p.sock"])) == 2
+    err = capsys.readouterr().err
+    assert f"error: placement socket {blocker}/p.sock: cannot listen" in err
+    assert run_cmd.run(parse([*common, "--rules-dir", str(tmp_path / "none")])) == 2
+    assert f"error: {tmp_path / 'none'}: no such file" in capsys.readouterr().err
 
 
 def test_a_bad_config_is_a_usage_error(tmp_path: Path,
@@ -72,6 +94,9 @@ def test_the_simulator_needs_no_setup(tmp_path: Path) -> None:
     named = run_cmd.for_sim(AgentConfig(backend="sim", scenario="x", audit_log="/a.log",
                                         journal="/j"), tmp_path)
     assert (named.audit_log, named.journal) == ("/a.log", "/j")
+    assert config.placement_socket == str(tmp_path / "placement.sock")
+    assert run_cmd.for_sim(AgentConfig(backend="sim", scenario="x", placement_socket=None),
+                           tmp_path).placement_socket is None
 
 
 def _receive(sock: socket.socket, want: str, deadline: float) -> list[str]:
@@ -93,18 +118,22 @@ def test_sigterm_restores_every_pin_and_exits_0(tmp_path: Path) -> None:
     sock.settimeout(0.5)
     audit, journal = tmp_path / "audit.log", tmp_path / "pins.journal"
     metrics = tmp_path / "xnuma.prom"
+    placement = tmp_path / "placement.sock"
     env = {**os.environ, "NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "400000",
            "PYTHONPATH": str(ROOT)}
     env.pop("WATCHDOG_PID", None)
     proc = subprocess.Popen(
         [sys.executable, "-c", MAIN, "--backend", "sim", "--scenario", "seed-abc",
          "--audit-log", str(audit), "--journal", str(journal), "--poll-interval", "0.1",
-         "--metrics-textfile", str(metrics)],
+         "--metrics-textfile", str(metrics), "--placement-socket", str(placement)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
     )
     try:
         got = _receive(sock, "READY=1", time.monotonic() + 60)
         got += _receive(sock, "WATCHDOG=1", time.monotonic() + 30)
+        reply = trio.run(lambda: client.place(str(placement), {
+            "vcpus": 2, "memory_mib": 1024, "name": "web", "preferred": [1]}))
+        assert reply.ok and reply.nodes == (1,), reply
         # Let it pin: in the first phase C's vCPUs run on A's node at a cost.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -133,6 +162,11 @@ def test_sigterm_restores_every_pin_and_exits_0(tmp_path: Path) -> None:
     assert stop_restores and all(e.get("outcome") == "ok" for e in stop_restores)
     with PinJournal(journal) as j:
         assert j.outstanding() == []
+    assert not placement.exists()
+    (place,) = [e for e in entries if e.kind == "action" and e.get("type") == "domain.place"]
+    assert place.get("outcome") == "ok" and place.get("source") == "socket"
+    pins = [e for e in entries if e.kind == "action" and e.get("type") == "backend.pin"]
+    assert len(pins) == 9 and all(e.get("outcome") == "ok" for e in pins)
     (reload,) = [e for e in entries if e.kind == "rule_reload"]
     assert reload.get("ok") is True and reload.get("cause") == "sighup"
     assert any(f["path"].endswith("affinity_fixup.toml") for f in reload.get("files"))

@@ -4,12 +4,14 @@ Settings come from ``--config FILE`` (default ``/etc/xnuma/xnuma.toml`` when it
 exists; see ``agent.daemon.config``), command-line options override them.
 SIGTERM (and Ctrl-C) restore every pin the agent holds and exit 0; SIGHUP
 reloads the rules. Under systemd (``Type=notify``) it sends READY=1 once it
-watches the host, and WATCHDOG=1 pings when asked.
+watches the host, and WATCHDOG=1 pings when asked. It answers placement
+requests (``xnuma place``) on ``placement_socket`` and through xenstore, and
+pins dom0's backends to their guests' nodes (``agent.daemon.build.standard_hooks``).
 
 With ``--backend sim --scenario NAME`` the simulated host runs in real time
 beside the agent, for trying the agent out; when the scenario ends the run's
-report is printed. Its files default to a scratch directory and the shipped
-rules, so it needs no setup.
+report is printed. Its files (and its placement socket) default to a scratch
+directory and the shipped rules, so it needs no setup.
 """
 
 from __future__ import annotations
@@ -25,16 +27,20 @@ from pathlib import Path
 import trio
 
 from agent.audit.writer import AuditLogError
-from agent.daemon.build import open_agent, shipped_rules_dir
+from agent.daemon.build import open_agent, shipped_rules_dir, standard_hooks
 from agent.daemon.config import BACKENDS, AgentConfig, ConfigError, load
 from agent.daemon.loop import Agent
 from agent.journal import JournalError
+from agent.placement.hooks import PlacementSocketError
 from agent.rules import RuleLoadError
 from agent.sdnotify import Notifier
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+
+# The agent cannot start with these; each names the file (or socket) and why.
+SETUP_ERRORS = (RuleLoadError, JournalError, AuditLogError, ConfigError, PlacementSocketError)
 
 log = logging.getLogger("xnuma.run")
 
@@ -63,6 +69,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="with --backend sim: the scenario to run (e.g. seed-abc)")
     parser.add_argument("--xenstore-socket", metavar="PATH",
                         help="xenstored's socket (default $XENSTORED_PATH, else libxenstore's)")
+    parser.add_argument("--placement-socket", metavar="PATH",
+                        help="where `xnuma place` asks (default /run/xnuma/placement.sock; "
+                        "'' for none: requests through xenstore only)")
     parser.add_argument("--rules-dir", metavar="DIR", help="where the rule files are")
     parser.add_argument("--audit-log", metavar="FILE", help="the audit log ('' for none)")
     parser.add_argument("--journal", metavar="FILE", help="the temporary-pin journal")
@@ -86,6 +95,7 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
     overrides = {
         "backend": args.backend, "scenario": args.scenario,
         "xenstore_socket": args.xenstore_socket, "rules_dir": args.rules_dir,
+        "placement_socket": args.placement_socket,
         "audit_log": args.audit_log, "journal": args.journal, "dry_run": args.dry_run,
         "poll_interval_s": args.poll_interval, "metrics_textfile": args.metrics_textfile,
         "metrics_port": args.metrics_port, "log_level": args.log_level,
@@ -104,6 +114,8 @@ def for_sim(config: AgentConfig, scratch: Path) -> AgentConfig:
         changes["journal"] = str(scratch / "pins.journal")
     if config.audit_log == default.audit_log:
         changes["audit_log"] = None
+    if config.placement_socket == default.placement_socket:
+        changes["placement_socket"] = str(scratch / "placement.sock")
     return replace(config, **changes)  # type: ignore[arg-type]
 
 
@@ -121,9 +133,23 @@ def run(args: argparse.Namespace) -> int:
             if config.backend == "sim":
                 config = for_sim(config, Path(scratch))
             return trio.run(_main, config)
-    except (RuleLoadError, JournalError, AuditLogError, ConfigError) as exc:
+    except SETUP_ERRORS as exc:
         _error(str(exc))
         return EXIT_USAGE
+    except BaseExceptionGroup as group:  # raised inside the agent's nurseries
+        setup, rest = group.split(SETUP_ERRORS)
+        if setup is None or rest is not None:
+            raise
+        for leaf in _leaves(setup):
+            _error(str(leaf))
+        return EXIT_USAGE
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return out
 
 
 async def _on_signals(get_agent: list[Agent]) -> None:
@@ -161,8 +187,10 @@ async def _run_xl(config: AgentConfig, notifier: Notifier, agents: list[Agent]) 
     # processes: seconds each under load), else `xl`.
     hypervisor, how = open_hypervisor()
     log.info("observing the host through %s", how)
-    with open_agent(config, xenstore=transport, notifier=notifier,
-                    handle_signals=True) as agent:
+    from agent.backends.procs import LinuxProcesses
+
+    with open_agent(config, xenstore=transport, notifier=notifier, handle_signals=True,
+                    hooks=standard_hooks(config, LinuxProcesses())) as agent:
         agents.append(agent)
         await agent.run(hypervisor)
 
@@ -180,6 +208,9 @@ async def _run_sim(
         raise ConfigError(str(exc)) from None
     print(f"running {scenario.name} in real time ({scenario.duration_s:g} s) with the agent; "
           "Ctrl-C stops", file=sys.stderr)
+    if config.placement_socket:
+        print(f"placement requests: xnuma place --socket {config.placement_socket} ...",
+              file=sys.stderr)
     run = await run_with_agent(scenario, config, notifier=notifier, handle_signals=True,
                                start_delay_s=0.0, on_agent=agents.append,
                                on_stopped=lambda _agent: scope.cancel())
