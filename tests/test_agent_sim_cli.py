@@ -27,6 +27,8 @@ def test_sim_with_the_agent_writes_its_audit_log(
     assert sim_cmd.run(args) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["agent"] is True and doc["actions"]["vcpu.fixup"] > 0
+    assert doc["actions"]["backend.pin"] == 9
+    assert doc["backends"] == {"on_home": 9, "total": 9}
     entries = list(read_entries(log))
     kinds = {e.kind for e in entries}
     assert {"agent_start", "event", "decision", "action", "agent_stop"} <= kinds

@@ -67,6 +67,19 @@ def test_json_has_the_required_keys_and_the_runs_as_xnuma_sim_prints_them(
     assert runs["with_agent"]["actions"]
 
 
+def test_json_shows_the_seed_backends_placed_by_the_agent_only(
+    demo_json: tuple[dict[str, object], Path],
+) -> None:
+    doc, _ = demo_json
+    runs = doc["runs"]
+    assert isinstance(runs, dict)
+    # Three threads per guest (blkback, netback's two), floating over dom0's vCPUs of
+    # both nodes without the agent; each bound to its guest's home node with it.
+    assert runs["without_agent"]["backends"] == {"on_home": 0, "total": 9}
+    assert runs["with_agent"]["backends"] == {"on_home": 9, "total": 9}
+    assert runs["with_agent"]["actions"]["backend.pin"] == 9
+
+
 def test_json_carries_the_credit2_variant_with_the_checks(
     demo_json: tuple[dict[str, object], Path],
 ) -> None:
@@ -110,6 +123,7 @@ def test_the_table_puts_both_runs_side_by_side(tmp_path: Path,
         assert phase in out
     assert "recovery after each event" in out and "unpause A" in out
     assert "agent actions:" in out and "outstanding at the end: 0" in out
+    assert "dom0 backend threads on their guest's home node at the end: 0 of 9 -> 9 of 9" in out
     assert "variant" not in out
 
 

@@ -73,6 +73,9 @@ def test_json_has_the_promised_shape(small: Path, capsys: pytest.CaptureFixture[
     assert doc["scenario"] == "small" and doc["scheduler"] == "credit1"
     assert doc["agent"] is False and doc["actions"] == {}
     assert doc["temporary_pins_outstanding"] == 0
+    # The toolstack built A and B with a disk and a NIC each: three dom0 threads
+    # apiece, free to run on dom0's one unpinned vCPU anywhere: none on a home node.
+    assert doc["backends"] == {"on_home": 0, "total": 6}
     assert isinstance(doc["migrations"], int)
     assert [(p["name"], p["start_s"], p["end_s"]) for p in doc["phases"]] == [
         ("warm", 0.0, 0.2), ("pause A", 0.2, 0.4), ("unpause A", 0.4, 0.6)]

@@ -78,13 +78,12 @@ class Outcome:
 
 def _run_job(job: Job) -> Outcome:
     """One run, in a worker process."""
-    from agent.sim.run import Runner
+    from agent.daemon.simhost import run_virtual, run_without_agent
 
     scenario = load_scenario(job.scenario).with_overrides(seed=None, duration_s=None,
                                                           scheduler=job.scheduler)
     if not job.agent:
-        return Outcome(job, Runner(scenario).run(), {})
-    from agent.daemon.simhost import run_virtual
+        return Outcome(job, run_without_agent(scenario), {})
 
     run = run_virtual(scenario)
     s = run.agent.stats
@@ -260,7 +259,14 @@ def _agent_lines(pair: tuple[Outcome, Outcome]) -> list[str]:
         f"({c['off_node_episodes']} seen off their soft affinity); at most "
         f"{c['max_pins_held']} held at once; outstanding at the end: "
         f"{c['temporary_pins_outstanding']}",
+        "dom0 backend threads on their guest's home node at the end: "
+        f"{_backends(pair[0].result.to_dict())} -> {_backends(doc)}",
     ]
+
+
+def _backends(run: dict[str, Any]) -> str:
+    b = run.get("backends")
+    return "-" if b is None else f"{b['on_home']} of {b['total']}"
 
 
 def _variant_lines(pair: tuple[Outcome, Outcome]) -> list[str]:

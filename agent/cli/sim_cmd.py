@@ -66,7 +66,6 @@ def _error(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from agent.sim.engine import SimError
-    from agent.sim.run import Runner
 
     try:
         import scipy.optimize  # noqa: F401  (the efficiency LP)
@@ -103,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
                 _error(str(exc))
                 return EXIT_USAGE
         else:
-            result = Runner(scenario).run()
+            from agent.daemon.simhost import run_without_agent
+
+            result = run_without_agent(scenario)
     except SimError as exc:  # the host refuses the scenario (e.g. not enough memory)
         _error(f"{scenario.source}: {exc}")
         return EXIT_USAGE

@@ -19,14 +19,15 @@ import trio
 import trio.testing
 
 from agent.audit.writer import AuditLogError
-from agent.daemon.build import open_agent, shipped_rules_dir
+from agent.daemon.build import open_agent, shipped_rules_dir, standard_hooks
 from agent.daemon.config import AgentConfig
 from agent.daemon.loop import Agent
 from agent.hypervisor.interface import Hypervisor
 from agent.journal import JournalError
 from agent.rules import RuleLoadError
 from agent.sdnotify import Notifier
-from agent.sim.run import AgentReport, Runner, RunResult
+from agent.sim.engine import SimHost
+from agent.sim.run import AgentReport, BackendTally, Host, Runner, RunResult
 from agent.sim.scenario import Scenario
 from agent.sim.toolstack import SimToolstack
 from agent.xenstore.hub import XenstoreHub
@@ -58,7 +59,8 @@ def sim_config(work_dir: Path, **overrides: object) -> AgentConfig:
     """The agent's config for a simulated run, with its files in ``work_dir``."""
     base = AgentConfig(
         backend="sim", scenario="(in process)", rules_dir=str(shipped_rules_dir()),
-        audit_log=None, journal=str(work_dir / "pins.journal"), poll_interval_s=SIM_POLL_S,
+        audit_log=None, journal=str(work_dir / "pins.journal"), placement_socket=None,
+        poll_interval_s=SIM_POLL_S,
         burst_interval_s=SIM_POLL_S / 2, tick_interval_s=1.0,
     )
     return replace(base, **overrides).check("simulated run")  # type: ignore[arg-type]
@@ -113,12 +115,33 @@ async def run_with_agent(
         transport = embedded_transport(toolstack.hub, nursery)
         with open_agent(config, xenstore=transport, watch_rule_files=handle_signals,
                         keep_records=keep_records, notifier=notifier,
-                        handle_signals=handle_signals, clock=clock) as agent:
+                        handle_signals=handle_signals, clock=clock,
+                        hooks=standard_hooks(config, toolstack.dom0)) as agent:
             if on_agent is not None:
                 on_agent(agent)
             result = await runner.run_async(_Late(agent, start_delay_s, on_stopped))
         nursery.cancel_scope.cancel()
+    result.backends = backend_tally(toolstack, runner.host)
     return AgentRun(result, agent, toolstack, runner)
+
+
+def backend_tally(toolstack: SimToolstack, host: Host) -> BackendTally | None:
+    """Where dom0's backend threads may run now, against their guests' home nodes
+    (None for a host that is not the simulator's own)."""
+    if not isinstance(host, SimHost):
+        return None
+    placements = toolstack.dom0.placements(host)
+    return BackendTally(sum(p.on_home for p in placements), len(placements))
+
+
+def run_without_agent(scenario: Scenario) -> RunResult:
+    """The scenario alone, its guests built by the simulated toolstack (so that
+    their dom0 backend threads exist, unplaced, as the agent would find them)."""
+    toolstack = SimToolstack.for_host(scenario.host)
+    runner = Runner(scenario, listeners=[toolstack])
+    result = runner.run()
+    result.backends = backend_tally(toolstack, runner.host)
+    return result
 
 
 def run_virtual(

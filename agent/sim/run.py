@@ -152,6 +152,15 @@ def _s(ns: int | float) -> float:
     return round(ns / NS_PER_S, 3)
 
 
+@dataclass(frozen=True, slots=True)
+class BackendTally:
+    """dom0's backend threads at the end of a run: how many may run only on their
+    guest's home node (``agent.sim.dom0_procs``), of how many."""
+
+    on_home: int
+    total: int
+
+
 @dataclass(slots=True)
 class RunResult:
     scenario: Scenario
@@ -163,6 +172,7 @@ class RunResult:
     agent: bool = False
     report: AgentReport = field(default_factory=AgentReport)
     lp_solved: int = 0
+    backends: BackendTally | None = None  # measured when a toolstack built the guests
 
     @property
     def domain_names(self) -> list[str]:
@@ -222,6 +232,8 @@ class RunResult:
             "node_moves": self.total.node_moves,
             "actions": dict(sorted(self.report.actions.items())),
             "temporary_pins_outstanding": self.report.temporary_pins_outstanding,
+            "backends": None if self.backends is None else {
+                "on_home": self.backends.on_home, "total": self.backends.total},
         }
 
     def to_json(self) -> str:
@@ -259,6 +271,9 @@ class RunResult:
             acts = ", ".join(f"{k} {v}" for k, v in sorted(self.report.actions.items()))
             lines.append(f"agent actions: {acts or 'none'}; temporary pins outstanding: "
                          f"{self.report.temporary_pins_outstanding}")
+        if self.backends is not None:
+            lines.append(f"dom0 backend threads on their guest's home node: "
+                         f"{self.backends.on_home} of {self.backends.total}")
         return "\n".join(lines)
 
 
