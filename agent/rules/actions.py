@@ -76,7 +76,8 @@ class PinBackend:
 
 @dataclass(frozen=True, slots=True)
 class PlaceDomain:
-    """Answer a placement request: choose nodes, reserve memory, reply."""
+    """Answer a placement request: choose nodes, reserve memory, reply. A
+    reservation changes nothing on the host: it spends no action budget."""
 
     TYPE: ClassVar[str] = "domain.place"
     request: str
@@ -154,7 +155,10 @@ def _spec(cls: type[Action]) -> ActionSpec:
         params[f.name] = ParamSpec(f.name, _PY_TYPE[str(f.type)], required, default,
                                    _DOCS[f.name])
     doc = " ".join((cls.__doc__ or "").split())
-    return ActionSpec(cls.TYPE, cls, doc, params, changes_host=cls is not Note)
+    # A note and a reservation change nothing on the host: no budget, no claims
+    # (two answers to one request are kept apart by the agent, which runs one).
+    return ActionSpec(cls.TYPE, cls, doc, params,
+                      changes_host=cls not in (Note, PlaceDomain))
 
 
 ACTIONS: Mapping[str, ActionSpec] = {
