@@ -10,6 +10,7 @@
 - ``soft``: soft affinity changes (follows memory, rebalance);
 - ``actions``: decisions -> actions, bounded and recorded;
 - ``recorder``: audit records and metrics;
+- ``hooks``: extensions of the loop (placement requests, dom0 backend pinning);
 - ``loop``: ``Agent``, the daemon itself (``xnuma run``, the demo and the tests run it);
 - ``simhost``: running the agent against the simulator (xenstore in memory).
 """
