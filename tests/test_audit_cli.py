@@ -16,6 +16,9 @@ from agent.audit import records as R
 from agent.audit.writer import AuditWriter
 from agent.cli import audit_cmd
 
+# Wall-clock base of the records the ``log`` fixture writes. It is taken when
+# the fixture runs, not at import: relative filters (-100s) are resolved
+# against the real clock, and a slow suite must not move records across them.
 NOW = time.time()
 
 
@@ -34,6 +37,8 @@ def run(*argv: str) -> tuple[int, str, str]:
 
 @pytest.fixture
 def log(tmp_path: Path) -> Path:
+    global NOW
+    NOW = time.time()
     path = tmp_path / "audit.log"
     walls = iter([NOW - 3600, NOW - 3500, NOW - 3400, NOW - 120, NOW - 60, NOW - 50, NOW - 40])
     with AuditWriter(path, wall_clock=lambda: next(walls)) as w:
@@ -107,10 +112,11 @@ def test_table_lists_every_record(log: Path) -> None:
         (["--kind", "agent_start", "--kind", "agent_stop"], [1, 7]),
         (["--since", "-10m"], [4, 5, 6, 7]),
         (["--until", "-30m"], [1, 2, 3]),
-        (["--since", "@" + str(NOW - 3450), "--until", "-100s"], [3, 4]),
+        (["--since", "@{NOW-3450}", "--until", "-100s"], [3, 4]),
     ],
 )
 def test_filters(log: Path, argv: list[str], seqs: list[int]) -> None:
+    argv = [f"@{NOW - 3450}" if a == "@{NOW-3450}" else a for a in argv]
     code, out, _ = run("--log", str(log), *argv)
     assert code == 0
     assert seqs_of_table(out) == seqs
