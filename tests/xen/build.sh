@@ -16,8 +16,10 @@
 # in CACHE/stamps, so a re-run only redoes what is missing; the dom0-side scripts are refreshed
 # on every run (and by testbed.py at every boot).  CACHE/.ready is touched last.
 #
-# Hook: XNUMA_WHEELS=DIR installs every wheel in DIR into rootfs /opt/xnuma/lib (pip --target,
-# no index: the wheels are downloaded on the host) so dom0 can run xnuma with PYTHONPATH.
+# xnuma's runtime dependencies (trio, msgpack, tenacity) are fetched as wheels on the host and
+# installed into rootfs /opt/xnuma/lib; dom0 runs xnuma from this checkout, shared read-only at
+# /xnuma-src (tests/xen/xnuma_dom0.py). Hook: XNUMA_WHEELS=DIR installs every wheel in DIR there
+# instead (pip --target, no index) so dom0 can run an installed xnuma with PYTHONPATH.
 set -euo pipefail
 
 XEN_SERIES=4.17
@@ -196,6 +198,33 @@ cat > "$ROOTFS/etc/inittab" <<EOF
 ::respawn:/usr/bin/python3 /$TB/cmdd.py /cmd
 ::ctrlaltdel:/$TB/busybox poweroff -f
 EOF
+
+# --- xnuma's Python dependencies for dom0 ----------------------------------------------------
+# dom0 runs xnuma from the checkout (/xnuma-src, tests/xen/xnuma_dom0.py); its runtime
+# dependencies (pyproject.toml's) come as wheels for the rootfs's Python (3.11), fetched on
+# the host by pip (the repo's .venv, else python3 -m pip) and installed with --target.
+REPO=$(cd "$HERE/../.." && pwd)
+PYDEPS=$(python3 -c 'import sys, tomllib; print(" ".join(tomllib.load(open(sys.argv[1], "rb"))
+    ["project"]["dependencies"]))' "$REPO/pyproject.toml") || die "cannot read $REPO/pyproject.toml"
+PYDEPS_STAMP=pydeps-$(echo "cp311 $PYDEPS" | sha256sum | cut -c1-16)
+if ! done_step "$PYDEPS_STAMP"; then
+    if [[ -x $REPO/.venv/bin/python ]] && "$REPO/.venv/bin/python" -m pip --version >/dev/null 2>&1
+    then PIP=("$REPO/.venv/bin/python" -m pip)
+    elif python3 -m pip --version >/dev/null 2>&1; then PIP=(python3 -m pip)
+    else die "no pip on the host to fetch dom0's wheels ($PYDEPS): make the venv first"
+    fi
+    say "fetching wheels for dom0: $PYDEPS"
+    rm -rf "$CACHE/pydeps" && mkdir -p "$CACHE/pydeps"
+    # shellcheck disable=SC2086  # one argument per requirement
+    "${PIP[@]}" download --quiet --dest "$CACHE/pydeps" --only-binary=:all: \
+        --platform manylinux2014_x86_64 --python-version 3.11 --implementation cp --abi cp311 \
+        $PYDEPS || die "pip download of $PYDEPS failed"
+    rm -rf "$ROOTFS/opt/xnuma/lib" && mkdir -p "$ROOTFS/opt/xnuma/lib"
+    "${PIP[@]}" install --quiet --no-index --no-deps --no-compile \
+        --target "$ROOTFS/opt/xnuma/lib" "$CACHE"/pydeps/*.whl \
+        || die "pip install of dom0's wheels into the rootfs failed"
+    mark "$PYDEPS_STAMP"
+fi
 
 # --- hook: xnuma and its dependencies from wheels downloaded on the host ---------------------
 if [[ -n ${XNUMA_WHEELS:-} ]]; then
