@@ -326,9 +326,13 @@ class Testbed:
         (self.cmd_dir / "guests" / f"{name}.cfg").write_text("\n".join(lines) + "\n")
         return f"{CMD}/guests/{name}.cfg"
 
-    def create_guest(self, name: str, timeout: float = 300.0, **kw: object) -> CmdResult:
+    def create_guest(
+        self, name: str, timeout: float = 300.0, paused: bool = False, **kw: object
+    ) -> CmdResult:
+        """``xl create`` (``-p``: left paused; creating is quicker while no guest is busy)."""
         path = self.write_guest_config(name, **kw)  # type: ignore[arg-type]
-        return self.run(["xl", "create", path], timeout=timeout, check=True)
+        flags = ["-p"] if paused else []
+        return self.run(["xl", "create", *flags, path], timeout=timeout, check=True)
 
     @classmethod
     def attach(cls, cache: Path, workdir: Path) -> Testbed:
