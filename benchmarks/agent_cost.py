@@ -1,0 +1,423 @@
+"""What the agent costs at scale: 1,000 domains x 4 vCPUs on 8 nodes, in one run.
+
+    .venv/bin/python -m benchmarks.agent_cost [--requests N] [--write]
+
+This process builds the simulated host (8 nodes x 64 pCPUs, dom0 with 2 vCPUs
+pinned per node, 1,000 guests of 4 vCPUs, 10 % busy each, soft affinity and
+memory on their node), lets it run for a simulated second, then holds it
+still and serves it on two unix sockets: its xenstore (the embedded xenstored,
+filled as libxl fills it) and its Hypervisor (``benchmarks/remote_hv.py``, pCPU
+masks as text, parsed by the agent as the xl backend parses ``xl vcpu-list``).
+The production agent runs in a child process, alone: ``open_agent`` with the
+shipped rules, an audit log, placement and backend pinning, the defaults of
+``xnuma run`` (1 s poll and tick). Measured in that one run:
+
+- CPU time (the agent's thread) of each scan's observation (Observer.observe,
+  build_state, diff) and of its decision (every decide() of the scan), through
+  wrappers put around those functions in the child only;
+- the child's peak RSS (VmHWM from /proc), and its RSS once everything is
+  imported but before the agent starts (the interpreter and libraries);
+- event-to-action latency: a placement request written to xenstore (the
+  event) until the agent's answer is seen by the requester (the action: the
+  agent decides, places, reserves and writes the answer); against a bare
+  xenstore READ round trip on the requester's connection to the same socket,
+  measured between the requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import trio
+
+NODES, CPUS_PER_NODE, DOMAINS, VCPUS = 8, 64, 1000, 4
+GUEST_MIB = 2048
+PLACEMENT_BASE = "/local/domain/0/xnuma/placement"
+TRACE_ENV = "XNUMA_BENCH_TRACEMALLOC"  # =1: the child reports its top allocation sites
+GOALS = {"decide_over_observe": 0.10, "peak_rss_mib": 40.0, "latency_over_read": 3.0}
+
+
+def vm_kib(field: str, pid: int | str = "self") -> int:
+    """A VmXXX line of /proc/<pid>/status, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+# -- the child: the agent, instrumented -----------------------------------------------------
+
+
+def _instrument(scans: list[dict[str, Any]]) -> None:
+    """Time observation and decision inside the agent's own scan (this process only)."""
+    from agent.daemon import loop
+
+    current: dict[str, Any] = {}
+
+    def timed(fn: Any, key: str) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                current[key] = current.get(key, 0.0) + time.thread_time() - t
+        return wrapper
+
+    for name in ("Observer", "build_state", "diff", "decide"):
+        if not hasattr(loop, name):
+            raise RuntimeError(f"agent.daemon.loop has no {name} any more: update _instrument")
+    observer_cls: Any = getattr(loop, "Observer")  # noqa: B009
+
+    class TimedObserver(observer_cls):  # type: ignore[misc]
+        async def observe(self, *args: Any, **kwargs: Any) -> Any:
+            t = time.thread_time()
+            try:
+                return await super().observe(*args, **kwargs)
+            finally:
+                current["observe"] = current.get("observe", 0.0) + time.thread_time() - t
+
+    scan = loop.Agent._scan
+
+    async def timed_scan(self: Any, kinds: frozenset[str], *args: Any) -> None:
+        current.clear()
+        start, cpu = time.monotonic(), time.thread_time()
+        await scan(self, kinds, *args)
+        scans.append({"start": start, "end": time.monotonic(), "kinds": sorted(kinds),
+                      "cpu": time.thread_time() - cpu, **current})
+
+    setattr(loop, "Observer", TimedObserver)  # noqa: B010 (the names the loop calls)
+    for name in ("build_state", "diff", "decide"):
+        setattr(loop, name, timed(getattr(loop, name), name))
+    setattr(loop.Agent, "_scan", timed_scan)  # noqa: B010
+
+
+def child(xs_path: str, hv_path: str, out: str) -> int:
+    from agent.backends.procs import LinuxProcesses
+    from agent.daemon.build import open_agent, shipped_rules_dir, standard_hooks
+    from agent.daemon.config import AgentConfig
+    from agent.xenstore.transport import unix_socket
+    from benchmarks.remote_hv import RemoteHypervisor
+
+    scans: list[dict[str, Any]] = []
+    _instrument(scans)
+    trace = bool(os.environ.get(TRACE_ENV))
+    if trace:  # where the memory goes (slows the agent down: not for the figures)
+        tracemalloc.start(4)
+    rss_imported = vm_kib("VmRSS")
+    with tempfile.TemporaryDirectory(prefix="xnuma-cost-") as tmp:
+        config = AgentConfig(backend="sim", scenario="(the benchmark's host)",
+                             rules_dir=str(shipped_rules_dir()),
+                             audit_log=str(Path(tmp) / "audit.log"),
+                             journal=str(Path(tmp) / "pins.journal"),
+                             placement_socket=None).check("agent_cost")
+
+        async def main() -> None:
+            hv = RemoteHypervisor(hv_path)
+            with open_agent(config, xenstore=unix_socket(xs_path), watch_rule_files=False,
+                            hooks=standard_hooks(config, LinuxProcesses())) as agent:
+                async with trio.open_nursery() as nursery:
+                    async def stop_on_sigterm() -> None:
+                        with trio.open_signal_receiver(signal.SIGTERM) as signals:
+                            async for _ in signals:
+                                agent.stop("SIGTERM")
+                                return
+
+                    async def say_ready() -> None:
+                        while agent.stats.scans < 1:
+                            await trio.sleep(0.05)
+                        print("ready", flush=True)
+
+                    nursery.start_soon(stop_on_sigterm)
+                    nursery.start_soon(say_ready)
+                    await agent.run(hv)
+                    nursery.cancel_scope.cancel()
+                await hv.aclose()
+                stats = agent.stats
+
+            result = {"scans": scans, "rss_imported_kib": rss_imported,
+                      "peak_rss_kib": vm_kib("VmHWM"), "rss_end_kib": vm_kib("VmRSS"),
+                      "agent_scans": stats.scans, "agent_events": stats.events,
+                      "agent_decisions": stats.decisions, "hv_requests": hv.requests,
+                      "actions": agent.report().actions}
+            if trace:
+                current, peak = tracemalloc.get_traced_memory()
+                result["traced_kib"] = {"current": current // 1024, "peak": peak // 1024}
+                result["top_allocations"] = [
+                    f"{stat.size // 1024} KiB in {stat.count}: "
+                    + " <- ".join(f"{Path(f.filename).name}:{f.lineno}"
+                                  for f in reversed(stat.traceback))
+                    for stat in tracemalloc.take_snapshot().statistics("traceback")[:12]]
+            Path(out).write_text(json.dumps(result))
+
+        trio.run(main)
+    return 0
+
+
+# -- the parent: the host, the sockets, the requester -----------------------------------------
+
+
+def build_host() -> tuple[Any, Any]:
+    """The simulated host and its toolstack (xenstore filled as libxl fills it)."""
+    from agent.sim.engine import SimHost
+    from agent.sim.spec import Bursty, DomainSpec, HostSpec, IoLike, NodeSpec
+    from agent.sim.toolstack import SimToolstack
+
+    spec = HostSpec(nodes=tuple(NodeSpec(CPUS_PER_NODE, 512 * 1024) for _ in range(NODES)),
+                    seed=1)
+    host = SimHost(spec)
+    toolstack = SimToolstack.for_host(spec)
+    dom0 = DomainSpec("Domain-0", 2 * NODES, 8192, is_dom0=True, memory_nodes=(0,),
+                      pins=tuple(n * CPUS_PER_NODE + i for n in range(NODES) for i in (0, 1)),
+                      workload=IoLike(100, 1900))
+    toolstack.domain_created(host, host.create_domain(dom0))
+    for d in range(DOMAINS):
+        node = d % NODES
+        soft = frozenset(range(node * CPUS_PER_NODE, (node + 1) * CPUS_PER_NODE))
+        spec_d = DomainSpec(f"vm{d + 1:04d}", VCPUS, GUEST_MIB, workload=Bursty(5, 45),
+                            soft=soft, memory_nodes=(node,))
+        toolstack.domain_created(host, host.create_domain(spec_d))
+    host.advance(1_000_000_000)  # a simulated second of load, then it holds still
+    return host, toolstack
+
+
+def percentile(xs: Sequence[float], p: float) -> float:
+    s = sorted(xs)
+    if not s:
+        return float("nan")
+    k = min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))
+    return s[k]
+
+
+async def requester(xs_path: str, requests: int, reads_between: int, seed: int
+                    ) -> tuple[list[float], list[float], list[tuple[float, float, str]]]:
+    """Placement requests through xenstore, each timed until its answer is read; bare
+    READs of the same connection timed between them."""
+    from agent.xenstore.client import open_client
+    from agent.xenstore.transport import unix_socket
+
+    rng = random.Random(seed)
+    reads: list[float] = []
+    latencies: list[float] = []
+    stamps: list[tuple[float, float, str]] = []
+    async with open_client(unix_socket(xs_path)) as xs:
+        for _ in range(50):  # warm up
+            await xs.read("/local/domain/0/name")
+        for i in range(requests):
+            for _ in range(reads_between):
+                t = time.monotonic()
+                await xs.read("/local/domain/0/name")
+                reads.append(time.monotonic() - t)
+            where = f"{PLACEMENT_BASE}/bench{i}"
+            async with xs.watch(f"{where}/result") as events:
+                await events.receive()  # the registration event
+                t0 = time.monotonic()
+                await xs.write(f"{where}/request", f"vcpus={VCPUS} memory_mib={GUEST_MIB} "
+                               f"name=new{i}".encode())
+                while True:
+                    await events.receive()
+                    result = await xs.read(f"{where}/result")
+                    if result is not None:
+                        break
+                t1 = time.monotonic()
+            latencies.append(t1 - t0)
+            stamps.append((t0, t1, result.decode()))
+            await xs.rm(where)
+            # Requests land at random points of the agent's 1 s poll cycle.
+            await trio.sleep(rng.uniform(0.3, 1.3))
+    return reads, latencies, stamps
+
+
+def run_parent(requests: int, reads_between: int) -> dict[str, Any]:
+    from agent.xenstore.server import serve_unix
+    from benchmarks.remote_hv import HostRows, serve_hypervisor
+
+    t_build = time.perf_counter()
+    host, toolstack = build_host()
+    rows = HostRows(host)
+    build_s = time.perf_counter() - t_build
+    with tempfile.TemporaryDirectory(prefix="xnuma-cost-") as tmp:
+        xs_path, hv_path, out = (str(Path(tmp) / n) for n in ("xs.sock", "hv.sock", "out.json"))
+        log_path = Path(tmp) / "agent.log"
+
+        async def main() -> tuple[list[float], list[float], list[tuple[float, float, str]]]:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(serve_unix, toolstack.hub, xs_path)
+                await nursery.start(serve_hypervisor, rows, hv_path)
+                root = str(Path(__file__).resolve().parents[1])
+                env = {**os.environ, "PYTHONPATH": root}
+                with log_path.open("wb") as log:  # its warnings: no dom0 backend is local
+                    proc = await trio.lowlevel.open_process(
+                        [sys.executable, "-m", "benchmarks.agent_cost", "--child", xs_path,
+                         hv_path, out], stdout=subprocess.PIPE, stderr=log, cwd=root, env=env)
+                assert proc.stdout is not None
+                line = b""
+                while not line.endswith(b"\n"):
+                    chunk = await proc.stdout.receive_some(64)
+                    if not chunk:
+                        tail = log_path.read_text(errors="replace").splitlines()[-20:]
+                        raise RuntimeError("the agent exited before its first scan:\n"
+                                           + "\n".join(tail))
+                    line += chunk
+                result = await requester(xs_path, requests, reads_between, seed=1)
+                await trio.sleep(3.0)  # a few more polls and ticks, nothing asked
+                proc.send_signal(signal.SIGTERM)
+                with trio.fail_after(120):
+                    code = await proc.wait()
+                if code != 0:
+                    tail = log_path.read_text(errors="replace").splitlines()[-20:]
+                    raise RuntimeError(f"the agent exited with {code}:\n" + "\n".join(tail))
+                nursery.cancel_scope.cancel()
+            return result
+
+        reads, latencies, stamps = trio.run(main)
+        child_stats = json.loads(Path(out).read_text())
+        child_stats["log_lines"] = len(log_path.read_text(errors="replace").splitlines())
+    return {"build_s": build_s, "reads": reads, "latencies": latencies, "stamps": stamps,
+            **child_stats}
+
+
+# -- the figures --------------------------------------------------------------------------------
+
+
+def figures(raw: dict[str, Any]) -> dict[str, Any]:
+    scans = raw["scans"][1:]  # the first scan meets 1,000 domains at once: reported apart
+    first = raw["scans"][0]
+
+    def observe(s: dict[str, Any]) -> float:
+        return float(s.get("observe", 0.0) + s.get("build_state", 0.0) + s.get("diff", 0.0))
+
+    ticked = [s for s in scans if "tick" in s["kinds"]]
+    plain = [s for s in scans if "tick" not in s["kinds"]]
+    obs_all = sum(observe(s) for s in scans)
+    dec_all = sum(s.get("decide", 0.0) for s in scans)
+    ratios_tick = [s.get("decide", 0.0) / observe(s) for s in ticked if observe(s) > 0]
+    # Where each request's time went: waiting for the scan that answered it, and that scan.
+    waits, scan_s = [], []
+    for t0, t1, _ in raw["stamps"]:
+        answering = [s for s in raw["scans"] if s["start"] >= t0 and s["end"] <= t1]
+        if answering:
+            waits.append(answering[0]["start"] - t0)
+            scan_s.append(answering[0]["end"] - answering[0]["start"])
+    read_p50, read_p99 = percentile(raw["reads"], 50), percentile(raw["reads"], 99)
+    lat_p50, lat_p99 = percentile(raw["latencies"], 50), percentile(raw["latencies"], 99)
+    return {
+        "scans": len(scans), "ticked": len(ticked),
+        "observe_ms_median": statistics.median(observe(s) for s in scans) * 1e3,
+        "observe_ms_tick_median": statistics.median(observe(s) for s in ticked) * 1e3,
+        "decide_ms_tick_median": statistics.median(s.get("decide", 0.0) for s in ticked) * 1e3,
+        "decide_ms_plain_median": (statistics.median(s.get("decide", 0.0) for s in plain) * 1e3
+                                   if plain else float("nan")),
+        "build_state_ms_median": statistics.median(s.get("build_state", 0.0)
+                                                   for s in scans) * 1e3,
+        "hv_observe_ms_median": statistics.median(s.get("observe", 0.0) for s in scans) * 1e3,
+        "ratio_tick_median": statistics.median(ratios_tick) if ratios_tick else float("nan"),
+        "ratio_tick_max": max(ratios_tick) if ratios_tick else float("nan"),
+        "ratio_whole_run": dec_all / obs_all if obs_all else float("nan"),
+        "first_scan_observe_ms": observe(first) * 1e3,
+        "first_scan_decide_ms": first.get("decide", 0.0) * 1e3,
+        "rss_imported_mib": raw["rss_imported_kib"] / 1024,
+        "peak_rss_mib": raw["peak_rss_kib"] / 1024,
+        "rss_end_mib": raw["rss_end_kib"] / 1024,
+        "read_p50_ms": read_p50 * 1e3, "read_p99_ms": read_p99 * 1e3,
+        "latency_p50_ms": lat_p50 * 1e3, "latency_p99_ms": lat_p99 * 1e3,
+        "latency_over_read_p50": lat_p50 / read_p50, "latency_over_read_p99": lat_p99 / read_p99,
+        "wait_ms_median": statistics.median(waits) * 1e3 if waits else float("nan"),
+        "answering_scan_ms_median": statistics.median(scan_s) * 1e3 if scan_s else float("nan"),
+        "requests": len(raw["latencies"]), "reads": len(raw["reads"]),
+        "answers": sorted({r for _, _, r in raw["stamps"]}),
+        "actions": raw["actions"], "build_s": raw["build_s"],
+        "agent_log_lines": raw.get("log_lines", 0),
+        **{k: raw[k] for k in ("traced_kib", "top_allocations") if k in raw},
+    }
+
+
+def _goal(value: float, goal: float) -> str:
+    return "met" if value <= goal else "**not met**"
+
+
+def table(f: dict[str, Any], command: str, machine: str) -> str:
+    g = GOALS
+    rows = [
+        ("Observation pass, CPU ms (median scan; with a tick)",
+         f"{f['observe_ms_median']:.1f} ({f['observe_ms_tick_median']:.1f})",
+         f"of which build_state {f['build_state_ms_median']:.1f}, hypervisor answers "
+         f"parsed {f['hv_observe_ms_median']:.1f}", ""),
+        ("Decision pass, CPU ms (median scan with a tick; without)",
+         f"{f['decide_ms_tick_median']:.1f} ({f['decide_ms_plain_median']:.2f})", "", ""),
+        ("Decision / observation, scans with a tick (median; worst)",
+         f"{f['ratio_tick_median']:.2f} ({f['ratio_tick_max']:.2f})",
+         f"<= {g['decide_over_observe']}", _goal(f["ratio_tick_median"], g["decide_over_observe"])),
+        ("Decision / observation, whole run", f"{f['ratio_whole_run']:.2f}",
+         f"<= {g['decide_over_observe']}", _goal(f["ratio_whole_run"], g["decide_over_observe"])),
+        ("First scan (1,000 domains appear): observe / decide CPU ms",
+         f"{f['first_scan_observe_ms']:.0f} / {f['first_scan_decide_ms']:.0f}", "", ""),
+        ("Peak RSS of the agent process, MiB", f"{f['peak_rss_mib']:.1f}",
+         f"<= {g['peak_rss_mib']:.0f}", _goal(f["peak_rss_mib"], g["peak_rss_mib"])),
+        ("RSS once imported, before the agent starts, MiB", f"{f['rss_imported_mib']:.1f}", "",
+         ""),
+        ("Bare xenstore READ round trip, ms (p50 / p99)",
+         f"{f['read_p50_ms']:.3f} / {f['read_p99_ms']:.3f}", "", ""),
+        ("Event-to-action: placement request to answer, ms (p50 / p99)",
+         f"{f['latency_p50_ms']:.1f} / {f['latency_p99_ms']:.1f}",
+         f"of which waiting for a scan {f['wait_ms_median']:.1f}, the answering scan "
+         f"{f['answering_scan_ms_median']:.1f} (medians)", ""),
+        ("Event-to-action / READ round trip (p50; p99)",
+         f"{f['latency_over_read_p50']:.0f} ({f['latency_over_read_p99']:.0f})",
+         f"<= {g['latency_over_read']:.0f}",
+         _goal(f["latency_over_read_p50"], g["latency_over_read"])),
+    ]
+    out = [f"Made by `{command}` on {machine}; {f['scans']} scans ({f['ticked']} with a tick) "
+           f"after the first, {f['requests']} placement requests (answers: "
+           f"{', '.join(f['answers'])}), {f['reads']} READs.", "",
+           "| measure | value | goal | |", "|---|---|---|---|"]
+    out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return "\n".join(out) + "\n"
+
+
+COMMAND = "make bench (benchmarks/run_all.py: python -m benchmarks.agent_cost --write)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--child"]:
+        return child(*argv[1:4])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--reads-between", type=int, default=20)
+    parser.add_argument("--write", action="store_true",
+                        help="write the table into BENCHMARKS.md (bench:cost markers)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    args = parser.parse_args(argv)
+    from benchmarks.policies import ROOT
+    from benchmarks.report import machine, replace_between
+
+    start = time.perf_counter()
+    f = figures(run_parent(args.requests, args.reads_between))
+    f["wall_s"] = time.perf_counter() - start
+    text = table(f, COMMAND, machine())
+    print(text)
+    if args.json:
+        print(json.dumps(f, indent=2))
+    if args.write:
+        replace_between(ROOT / "BENCHMARKS.md", "cost", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
