@@ -171,6 +171,17 @@ def scenario_tables(e: Entry, records: dict[tuple[str, str], RunRecord]) -> str:
             out.append(f"| {p.label} | " + " | ".join(_recovery(seen[at]) for at in instants)
                        + " |")
         out.append("")
+    out.append("Fairness per phase: Jain's index (the domain with the smallest share of its "
+               "due, and that share):")
+    out.append("")
+    out += ["| policy | " + " | ".join(p.name for p in phases) + " |",
+            "|" + "---|" * (len(phases) + 1)]
+    for p, r in zip(POLICIES, recs, strict=True):
+        cells = [f"{ph.jain:.3f}" + ("" if ph.worst is None
+                                     else f" ({ph.worst[0]} {ph.worst[1]:.2f})")
+                 for ph in r.phases]
+        out.append(f"| {p.label} | " + " | ".join(cells) + " |")
+    out.append("")
     out.append("Cost and fairness over the whole run:")
     out.append("")
     out += ["| policy | vCPU migrations (across nodes) | affinity calls | hard narrowings | "

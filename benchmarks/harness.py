@@ -146,7 +146,7 @@ class PhaseRecord:
     efficiency: float
     locality: float | None
     jain: float
-    worst_share: float | None  # smallest CPU time / fair share of any domain
+    worst: tuple[str, float] | None  # the domain with the smallest CPU time / fair share
 
 
 @dataclass(slots=True)
@@ -219,10 +219,9 @@ def record(policy: Policy, runner: Runner, result: RunResult, calls: Calls,
     phases = []
     for p in result.phases:
         tally = fairness(host, pool_cpus, p.start_ns, p.end_ns)
-        worst = tally.worst()
         phases.append(PhaseRecord(p.name, p.start_ns / NS_PER_S, p.end_ns / NS_PER_S,
                                   p.tally.efficiency, p.tally.host_locality, tally.jain(),
-                                  None if worst is None else worst[1]))
+                                  tally.worst()))
     whole = fairness(host, pool_cpus, 0, result.scenario.duration_ns)
     sc = result.scenario
     return RunRecord(
@@ -289,8 +288,10 @@ def _run_agent(scenario: Scenario, agent: BenchAgent
 
 def _run_rules(scenario: Scenario, rules: Path
                ) -> tuple[Runner, RunResult, Calls, dict[str, int]]:
-    """The production agent, as ``agent.daemon.simhost.run_with_agent`` runs it."""
-    from agent.daemon.build import open_agent
+    """The production agent, as ``agent.daemon.simhost.run_with_agent`` runs it (placement
+    and backend pinning on the simulated dom0 included), on a recording host and a
+    counting hypervisor."""
+    from agent.daemon.build import open_agent, standard_hooks
     from agent.daemon.simhost import embedded_transport, sim_config
     from agent.sim.toolstack import SimToolstack
 
@@ -304,7 +305,8 @@ def _run_rules(scenario: Scenario, rules: Path
             async with trio.open_nursery() as nursery:
                 transport = embedded_transport(toolstack.hub, nursery)
                 with open_agent(config, xenstore=transport, watch_rule_files=False,
-                                clock=trio.current_time) as agent:
+                                clock=trio.current_time,
+                                hooks=standard_hooks(config, toolstack.dom0)) as agent:
                     result = await runner.run_async(Delayed(agent, AGENT_DELAY_S),
                                                     hypervisor=hv)
                 nursery.cancel_scope.cancel()
