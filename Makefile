@@ -56,10 +56,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/xnuma demo
 
 bench: $(VENV)/.installed $(CACHE)/xen/.ready
-	XNUMA_XEN_CACHE=$(CURDIR)/$(CACHE)/xen $(PY) benchmarks/xenstore_bench.py
-	$(PY) benchmarks/rules_bench.py
-	$(PY) benchmarks/audit_bench.py
-	$(PY) benchmarks/sim_speed.py
+	XNUMA_XEN_CACHE=$(CURDIR)/$(CACHE)/xen $(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) $(CACHE) dist .pytest_cache .mypy_cache .ruff_cache .hypothesis
