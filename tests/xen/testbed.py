@@ -254,6 +254,15 @@ class Testbed:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def panicked(self) -> bool:
+        """Xen's console says it panicked (it then tries to reboot, which may hang)."""
+        try:
+            with open(self.console, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 16384))
+                return b"Panic on CPU" in f.read()
+        except OSError:
+            return False
+
     def console_tail(self, lines: int = 60) -> str:
         try:
             text = self.console.read_text(errors="replace")
@@ -274,11 +283,17 @@ class Testbed:
         res = self.cmd_dir / f"{ident}.res"
         # Margin for the daemon's poll and 9p latency under TCG.
         deadline = time.monotonic() + timeout + 30
+        next_look = time.monotonic() + 1.0
         while not res.exists():
             if time.monotonic() > deadline:
                 raise TestbedError(f"no answer from dom0 for {argv} after {timeout + 30:.0f} s")
             if not self.is_running():
                 raise TestbedError(f"QEMU died while running {argv}:\n{self.console_tail()}")
+            if time.monotonic() > next_look:  # Xen may hang after a panic instead of exiting
+                next_look = time.monotonic() + 1.0
+                if self.panicked():
+                    raise TestbedError(f"Xen panicked while running {argv}:\n"
+                                       f"{self.console_tail(100)}")
             time.sleep(0.02)
         data = json.loads(res.read_text())
         res.unlink()
