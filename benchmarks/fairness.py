@@ -10,59 +10,19 @@ buckets; Jain's index over those ratios is 1 when every domain got the same
 fraction of its due, and 1/n when one domain got everything.
 
 Pure functions; the benchmark harness feeds them what the simulator accounted.
+``fair_shares`` and ``jain`` are ``agent.fairness``'s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-_EPS = 1e-9
+# The concept lives in the agent (its efficiency model keeps fair shares too):
+# one definition for both.
+from agent.fairness import fair_shares, jain
 
-
-def fair_shares(
-    capacity: float, demands: Mapping[str, float], weights: Mapping[str, float]
-) -> dict[str, float]:
-    """Weighted max-min fair allocation of ``capacity`` (water-filling).
-
-    Every domain gets min(demand, weight x level), the level being as high as
-    the capacity allows; what a domain does not want goes to the others in
-    proportion to their weights. Raises ``ValueError`` for a weight <= 0 or a
-    negative demand or capacity.
-    """
-    if capacity < 0:
-        raise ValueError(f"capacity must be >= 0, got {capacity}")
-    for name, d in demands.items():
-        if d < 0:
-            raise ValueError(f"demand of {name} must be >= 0, got {d}")
-        if weights[name] <= 0:
-            raise ValueError(f"weight of {name} must be > 0, got {weights[name]}")
-    share = dict.fromkeys(demands, 0.0)
-    # Domains in order of demand per unit of weight: the least hungry saturate first.
-    waiting = sorted((n for n, d in demands.items() if d > 0),
-                     key=lambda n: (demands[n] / weights[n], n))
-    left = float(capacity)
-    weight_left = sum(weights[n] for n in waiting)
-    for i, name in enumerate(waiting):
-        level = left / weight_left if weight_left > 0 else 0.0
-        if demands[name] <= weights[name] * level + _EPS:
-            share[name] = float(demands[name])
-            left -= demands[name]
-            weight_left -= weights[name]
-            continue
-        for other in waiting[i:]:  # nobody else saturates: all share the rest by weight
-            share[other] = weights[other] * level
-        break
-    return share
-
-
-def jain(values: Iterable[float]) -> float:
-    """Jain's fairness index (sum x)^2 / (n sum x^2); 1.0 for no values or all zero."""
-    xs = list(values)
-    squares = sum(x * x for x in xs)
-    if not xs or squares <= 0:
-        return 1.0
-    return sum(xs) ** 2 / (len(xs) * squares)
+__all__ = ["DomainUse", "FairTally", "fair_shares", "jain"]
 
 
 @dataclass(frozen=True, slots=True)

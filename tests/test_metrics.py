@@ -10,16 +10,19 @@ from agent.sim.metrics import (
     Bucket,
     BucketSums,
     Demand,
+    FairOptimum,
     Optimum,
     Score,
     Shape,
     Tally,
     VcpuUsage,
     efficiency,
+    fair_ns_of,
     max_useful_work,
     node_shares,
     recovery_ns,
     sliding_efficiency,
+    sliding_fair_efficiency,
 )
 from agent.sim.spec import HostSpec, NodeSpec
 
@@ -265,3 +268,81 @@ def test_node_shares() -> None:
     a1 = VcpuUsage("A", 1, 0, ALL, (2, 8), 10)
     b0 = VcpuUsage("B", 0, 1, ALL, (0, 0), 0)
     assert node_shares([a0, a1, b0], 2) == {"A": [0.6, 0.4], "B": [0.0, 0.0]}
+
+
+# -- fair shares ----------------------------------------------------------------------------
+
+
+def seed_like(a_run: list[tuple[int, int]], bc_run: list[tuple[int, int]]) -> Bucket:
+    """The seed's first phase in small: A (2 vCPUs, home node 0), B and C (2 each, home
+    node 1), all wanting the whole 30 ms bucket on the 4 pCPUs: each is due 40 ms."""
+    vcpus = [VcpuUsage("A", i, 0, ALL, (r[0] * MS, r[1] * MS), 30 * MS)
+             for i, r in enumerate(a_run)]
+    for name in "BC":
+        vcpus += [VcpuUsage(name, i, 1, ALL, (r[0] * MS, r[1] * MS), 30 * MS)
+                  for i, r in enumerate(bc_run)]
+    busy = [sum(v.run_ns[n] for v in vcpus) for n in range(2)]
+    return Bucket(0, 30 * MS, tuple(vcpus), (busy[0], busy[1]))
+
+
+def test_fair_optimum_keeps_every_domain_at_its_share() -> None:
+    # Plain optimum: A fills node 0, B and C node 1 (120 ms, everyone at home). Within
+    # fair shares (40 ms each): A 40 at home, B and C 30 at home + 10 remote each (0.7):
+    # 40 + 2 x 37 = 114 ms.
+    bucket = seed_like([(30, 0), (30, 0)], [(0, 15), (0, 15)])
+    plain = Optimum(TWO).of(bucket)
+    fair = FairOptimum(TWO).of(bucket, plain)
+    assert plain == pytest.approx(120 * MS)
+    assert fair.shares == pytest.approx({"A": 40 * MS, "B": 40 * MS, "C": 40 * MS})
+    assert fair.optimum_ns == pytest.approx(114 * MS)
+
+
+def test_locality_bought_by_starving_scores_on_efficiency_only() -> None:
+    # A holds node 0 whole (60 ms), B and C queue on node 1 (30 ms each): every ns is
+    # useful, so efficiency is 1; but A is credited only its due (40 of its 60 ms):
+    # (40 + 30 + 30) / 114 for fair efficiency, and Jain over (1.5, 0.75, 0.75) = 8/9.
+    starved = seed_like([(30, 0), (30, 0)], [(0, 15), (0, 15)])
+    # credit1's own answer: A 40, B and C 40 each, a third of it on node 0.
+    fair = seed_like([(20, 0), (20, 0)], [(5, 15), (5, 15)])
+    for bucket, eff, fair_eff, jain in ((starved, 1.0, 100 / 114, 8 / 9),
+                                        (fair, 114 / 120, 1.0, 1.0)):
+        tally = Tally(nodes=2)
+        tally.add(BucketSums.of(bucket, TWO, Optimum(TWO).of(bucket)))
+        assert tally.efficiency == pytest.approx(eff)
+        assert tally.fair_efficiency == pytest.approx(fair_eff)
+        assert tally.jain == pytest.approx(jain)
+        assert tally.domains["A"].fair_ns == pytest.approx(40 * MS)
+
+
+def test_without_overcommit_the_fair_bound_is_the_plain_one() -> None:
+    opt, fair = Optimum(TWO), FairOptimum(TWO)
+    x = [VcpuUsage("X", i, 0, ALL, (10 * MS, 0), 10 * MS) for i in range(2)]
+    y = [VcpuUsage("Y", 0, 0, ALL, (0, 10 * MS), 10 * MS)]
+    bucket = Bucket(0, 10 * MS, (*x, *y), (20 * MS, 10 * MS))
+    plain = opt.of(bucket)
+    assert fair.of(bucket, plain).optimum_ns == plain
+    assert fair.solved == 0
+
+
+def test_fair_shares_follow_weights_and_pools() -> None:
+    # Pool "p" is pCPUs 2-3: H (weight 512) and L (256) both want 30 ms of its 20:
+    # 13.3 and 6.7. Pool-0 (pCPUs 0-1) has Z alone, due its demand.
+    shape = Shape(TWO.node_cpus, TWO.distances, pools={"p": frozenset({2, 3})})
+    assert shape.pool_size("p") == 2 and shape.pool_size("Pool-0") == 2
+    h = [VcpuUsage("H", i, 1, frozenset({2, 3}), (0, 7 * MS), 10 * MS, pool="p", weight=512)
+         for i in range(3)]
+    low = [VcpuUsage("L", i, 1, frozenset({2, 3}), (0, 2 * MS), 10 * MS, pool="p")
+           for i in range(3)]
+    z = [VcpuUsage("Z", 0, 0, frozenset({0, 1}), (5 * MS, 0), 5 * MS)]
+    shares = fair_ns_of(Bucket(0, 10 * MS, (*h, *low, *z), (5 * MS, 20 * MS)), shape)
+    assert shares == pytest.approx({"H": 40 / 3 * MS, "L": 20 / 3 * MS, "Z": 5 * MS})
+
+
+def test_sliding_fair_efficiency_compares_shares_over_the_window() -> None:
+    # Two buckets: A ahead in the first, B in the second; over both, even.
+    def score(i: int, a: float, b: float) -> Score:
+        return Score(i * 10, (i + 1) * 10, a + b, 10.0, 10.0,
+                     {"A": (a, a, 5.0), "B": (b, b, 5.0)})
+    series = sliding_fair_efficiency([score(0, 7, 3), score(1, 3, 7)], 0, 20)
+    assert series[0] == (10, pytest.approx(0.8))  # A credited 5 of 7
+    assert series[1] == (20, 1.0)

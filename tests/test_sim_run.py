@@ -208,12 +208,15 @@ def test_phases_and_metrics_from_hand_made_accounting() -> None:
     assert pinned["host_locality"] == 0.6667
     assert pinned["efficiency"] == 1.0
     assert pinned["domains"]["X"]["useful_s"] == 0.034  # (10 + 7) x 2 buckets
-    # Each event: efficient from its first bucket (5 ms for the 25 ms one, then 10 ms).
+    # Each event: efficient from its first bucket (5 ms for the 25 ms one, then 10 ms);
+    # no pool is overcommitted, so fair shares bind nothing and fair efficiency recovers
+    # with it.
     assert doc["events"] == [
-        {"at_s": 0.025, "what": "unpause Y", "recovery_s": 0.005},
-        {"at_s": 0.025, "what": "create Z", "recovery_s": 0.005},
-        {"at_s": 0.06, "what": "set-load Y idle", "recovery_s": 0.01},
-        {"at_s": 0.08, "what": "set-affinity X vcpus 1 hard 3-5", "recovery_s": 0.01},
+        {"at_s": 0.025, "what": "unpause Y", "recovery_s": 0.005, "fair_recovery_s": 0.005},
+        {"at_s": 0.025, "what": "create Z", "recovery_s": 0.005, "fair_recovery_s": 0.005},
+        {"at_s": 0.06, "what": "set-load Y idle", "recovery_s": 0.01, "fair_recovery_s": 0.01},
+        {"at_s": 0.08, "what": "set-affinity X vcpus 1 hard 3-5", "recovery_s": 0.01,
+         "fair_recovery_s": 0.01},
     ]
     assert doc["agent"] is False and doc["actions"] == {}
     assert doc["temporary_pins_outstanding"] == 0

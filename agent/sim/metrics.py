@@ -15,7 +15,19 @@ sides of the trade are measured:
   classes) offer capacity, each pCPU serving one vCPU at a time and each vCPU
   using at most its demand. Hard affinity and cpupools bound who may go where;
   soft affinity does not. Summing per-bucket optima keeps demand in time: work
-  wanted at one moment cannot be done by a pCPU that is idle at another.
+  wanted at one moment cannot be done by a pCPU that is idle at another;
+- fair share: per bucket and cpupool, the weight-fair split of the pool's pCPU
+  time among its domains, capped by each domain's demand (``agent.fairness``):
+  what credit1 and credit2 promise through weights. Jain's index over each
+  domain's CPU time / fair share says how evenly that promise was kept;
+- fair efficiency: useful work counted only up to each domain's fair share
+  (a domain that ran more than its due is credited the useful work of its due,
+  in proportion) / the most useful work any placement could do in which no
+  domain runs beyond its fair share: the same LP with one more row per domain.
+  Efficiency alone rewards locality bought by starving a domain (the seed's
+  node 0 given whole to A while B and C queue on node 1); fair efficiency does
+  not. Shares are compared over the whole stretch (a phase, a recovery window),
+  as schedulers are fair over their accounting periods, not within every 10 ms.
 """
 
 from __future__ import annotations
@@ -24,10 +36,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from agent.fairness import DEFAULT_WEIGHT, fair_shares, jain
 from agent.hypervisor.model import CpuSet
 from agent.sim.spec import HostSpec
 
 LOCAL_DISTANCE = 10
+POOL0 = "Pool-0"  # holds every pCPU no other cpupool has
 # Actual useful work may exceed the LP optimum only by solver round-off.
 _SOLVER_SLACK = 1e-6
 
@@ -40,6 +54,8 @@ class Shape:
     distances: tuple[tuple[int, ...], ...]
     remote_speed: Mapping[int, float] = field(default_factory=dict)
     remote_speed_default: float = 0.7
+    # pCPUs of each cpupool other than Pool-0 (Pool-0 has the rest)
+    pools: Mapping[str, CpuSet] = field(default_factory=dict)
 
     @classmethod
     def of(cls, host: HostSpec) -> Shape:
@@ -53,7 +69,15 @@ class Shape:
             tuple(LOCAL_DISTANCE if i == j else 20 for j in range(n)) for i in range(n)
         )
         return cls(tuple(node_cpus), distances, dict(host.remote_speed),
-                   host.remote_speed_default)
+                   host.remote_speed_default, {p.name: p.cpus for p in host.pools})
+
+    def pool_size(self, pool: str) -> int:
+        """pCPUs of ``pool``: a pool the host does not define is Pool-0."""
+        cpus = self.pools.get(pool)
+        if cpus is not None and pool != POOL0:
+            return len(cpus)
+        everything = sum(len(c) for c in self.node_cpus)
+        return everything - sum(len(c) for name, c in self.pools.items() if name != POOL0)
 
     def speed(self, home: int, node: int) -> float:
         """r(d): work done per ns by a vCPU homed on ``home`` running on ``node``."""
@@ -75,6 +99,8 @@ class VcpuUsage:
     demand_ns: int  # time running or runnable
     migrations: int = 0  # pCPU changes
     node_moves: int = 0  # of those, to another node
+    pool: str = POOL0  # its domain's cpupool
+    weight: float = DEFAULT_WEIGHT  # its domain's scheduler weight
 
     @property
     def total_run_ns(self) -> int:
@@ -108,19 +134,25 @@ class Bucket:
 
 @dataclass(frozen=True, slots=True)
 class Demand:
-    """vCPUs that are alike for placement: same home, same allowed pCPUs."""
+    """vCPUs that are alike for placement: same home, same allowed pCPUs (and, where
+    fair shares bound the work, the same domain)."""
 
     home: int
     allowed: CpuSet
     demand_ns: float
+    domain: str = ""
 
 
-def max_useful_work(demands: Sequence[Demand], shape: Shape, length_ns: float) -> float:
+def max_useful_work(
+    demands: Sequence[Demand], shape: Shape, length_ns: float,
+    caps: Mapping[str, float] | None = None,
+) -> float:
     """Most useful work (ns at local speed) the host could do in ``length_ns`` for ``demands``.
 
     A transportation LP solved with HiGHS: x[c, g] = time pCPU group g gives class c;
     maximise sum speed(home_c, node_g) x[c, g] subject to sum_g x[c, g] <= demand_c
-    and sum_c x[c, g] <= |g| * length.
+    and sum_c x[c, g] <= |g| * length; with ``caps`` (ns by domain), also
+    sum over the domain's classes and groups of x <= its cap.
     """
     from scipy.optimize import linprog  # the sim extra; imported when first needed
 
@@ -138,19 +170,40 @@ def max_useful_work(demands: Sequence[Demand], shape: Shape, length_ns: float) -
     variables = [(i, g) for g, ((_, users), _) in enumerate(supplies) for i in sorted(users)]
     if not variables:
         return 0.0
+    capped = sorted({c.domain for c in classes if caps is not None and c.domain in caps})
+    row_of = {name: len(classes) + len(supplies) + k for k, name in enumerate(capped)}
     scale = 1e-6  # ns -> ms keeps the numbers near 1 for the solver
     cost = [-shape.speed(classes[i].home, supplies[g][0][0]) for i, g in variables]
-    rows = len(classes) + len(supplies)
+    rows = len(classes) + len(supplies) + len(capped)
     a_ub = [[0.0] * len(variables) for _ in range(rows)]
     for k, (i, g) in enumerate(variables):
         a_ub[i][k] = 1.0
         a_ub[len(classes) + g][k] = 1.0
+        cap_row = row_of.get(classes[i].domain)
+        if cap_row is not None:
+            a_ub[cap_row][k] = 1.0
     b_ub = [c.demand_ns * scale for c in classes]
     b_ub += [count * length_ns * scale for (_, count) in supplies]
+    b_ub += [max(caps[name], 0.0) * scale for name in capped] if caps is not None else []
     result = linprog(cost, A_ub=a_ub, b_ub=b_ub, bounds=(0, None), method="highs")
     if result.status != 0:
         raise RuntimeError(f"efficiency LP failed: {result.message}")
     return float(-result.fun) / scale
+
+
+def fair_ns_of(bucket: Bucket, shape: Shape) -> dict[str, float]:
+    """Each domain's weight-fair share of its cpupool's pCPU time over ``bucket``, ns."""
+    demand: dict[str, dict[str, float]] = {}
+    weight: dict[str, float] = {}
+    for v in bucket.vcpus:
+        in_pool = demand.setdefault(v.pool, {})
+        in_pool[v.domain] = in_pool.get(v.domain, 0.0) + v.demand_ns
+        weight[v.domain] = v.weight
+    fair: dict[str, float] = {}
+    for pool, wants in demand.items():
+        fair.update(fair_shares(float(shape.pool_size(pool) * bucket.length_ns), wants,
+                                {name: weight[name] for name in wants}))
+    return fair
 
 
 class Optimum:
@@ -226,6 +279,88 @@ class Optimum:
         return cached
 
 
+@dataclass(frozen=True, slots=True)
+class FairBound:
+    """One bucket's fair shares (ns by domain) and the most useful work within them."""
+
+    shares: dict[str, float]
+    optimum_ns: float
+
+
+class FairOptimum:
+    """The per-bucket optimum under fair shares, on top of the plain one.
+
+    Where no domain's fair share is below its demand (no cpupool is
+    overcommitted), the fair rows bind nothing and the bound is the plain
+    optimum. Otherwise the components holding a capped domain (classes linked by
+    shared pCPUs or by their domain) are solved again with the domain rows, cached.
+    """
+
+    def __init__(self, shape: Shape) -> None:
+        self.shape = shape
+        self._cache: dict[tuple[object, ...], tuple[float, float]] = {}
+        self.solved = 0
+
+    def of(self, bucket: Bucket, optimum_ns: float) -> FairBound:
+        shares = fair_ns_of(bucket, self.shape)
+        classes: dict[tuple[str, int, CpuSet], int] = {}
+        wants: dict[str, int] = {}
+        for v in bucket.vcpus:
+            if v.demand_ns:
+                key = (v.domain, v.home, v.allowed)
+                classes[key] = classes.get(key, 0) + v.demand_ns
+                wants[v.domain] = wants.get(v.domain, 0) + v.demand_ns
+        capped = {d: shares.get(d, 0.0) for d, ns in wants.items()
+                  if shares.get(d, 0.0) < ns - _CAPPED_NS}
+        if not capped:
+            return FairBound(shares, optimum_ns)
+        total = optimum_ns
+        for group in _fair_components(list(classes)):
+            caps = {d: capped[d] for d in sorted({c[0] for c in group}) if d in capped}
+            if caps:
+                plain, fair = self._solve(group, classes, caps, bucket.length_ns)
+                total += fair - plain
+        return FairBound(shares, max(min(total, optimum_ns), 0.0))
+
+    def _solve(
+        self, group: list[tuple[str, int, CpuSet]], classes: dict[tuple[str, int, CpuSet], int],
+        caps: dict[str, float], length_ns: int,
+    ) -> tuple[float, float]:
+        items = tuple(sorted(((d, h, tuple(sorted(a)), classes[(d, h, a)]) for d, h, a in group)))
+        key = (float(length_ns), items, tuple(sorted((d, round(c)) for d, c in caps.items())))
+        found = self._cache.get(key)
+        if found is None:
+            demands = [Demand(h, frozenset(a), float(ns), d) for d, h, a, ns in items]
+            found = (max_useful_work(demands, self.shape, length_ns),
+                     max_useful_work(demands, self.shape, length_ns, caps))
+            self._cache[key] = found
+            self.solved += 1
+        return found
+
+
+# A domain whose fair share is this close to its demand (ns) is not held back.
+_CAPPED_NS = 1000.0
+
+
+def _fair_components(
+    classes: list[tuple[str, int, CpuSet]]
+) -> list[list[tuple[str, int, CpuSet]]]:
+    """Group classes that share a pCPU or a domain, directly or through others."""
+    groups: list[tuple[set[int], set[str], list[tuple[str, int, CpuSet]]]] = []
+    for cls in classes:
+        cpus, names, members = set(cls[2]), {cls[0]}, [cls]
+        rest = []
+        for g_cpus, g_names, g_members in groups:
+            if g_cpus & cpus or g_names & names:
+                cpus |= g_cpus
+                names |= g_names
+                members += g_members
+            else:
+                rest.append((g_cpus, g_names, g_members))
+        groups = [*rest, (cpus, names, members)]
+    return [members for _, _, members in groups]
+
+
 def _components(classes: list[tuple[int, CpuSet]]) -> list[list[tuple[int, CpuSet]]]:
     """Group classes that can reach a common pCPU, directly or through others."""
     groups: list[tuple[set[int], list[tuple[int, CpuSet]]]] = []
@@ -241,6 +376,20 @@ def _components(classes: list[tuple[int, CpuSet]]) -> list[list[tuple[int, CpuSe
                 rest.append((g_cpus, g_members))
         groups = [*rest, (cpus, members)]
     return [members for _, members in groups]
+
+
+def fair_efficiency(domains: Iterable[DomainTally], optimum_ns: float) -> float:
+    """Useful work within fair shares / the fair optimum; 1 when nothing was due.
+
+    Shares are compared over the whole stretch while the optimum is summed per
+    bucket, so a domain ahead in one bucket and behind in the next can lift the
+    ratio a hair above 1: it is capped there (the plain efficiency is the check
+    on the accounting).
+    """
+    useful = sum(d.fair_useful_ns for d in domains)
+    if optimum_ns <= 0:
+        return 1.0
+    return min(useful / optimum_ns, 1.0)
 
 
 def efficiency(useful_ns: float, optimum_ns: float) -> float:
@@ -272,11 +421,33 @@ class DomainTally:
     demand_ns: int = 0
     migrations: int = 0
     node_moves: int = 0
+    fair_ns: float = 0.0  # weight-fair share of its pool's pCPU time
 
     @property
     def locality(self) -> float | None:
         """home run time / run time; None when the domain did not run."""
         return self.home_ns / self.run_ns if self.run_ns else None
+
+    @property
+    def fair_useful_ns(self) -> float:
+        """Useful work counted up to its fair share: beyond it, in proportion."""
+        if self.run_ns <= self.fair_ns:
+            return self.useful_ns
+        return self.useful_ns * self.fair_ns / self.run_ns
+
+    @property
+    def fair_ratio(self) -> float | None:
+        """CPU time / fair share; None when it was due nothing."""
+        return self.run_ns / self.fair_ns if self.fair_ns > 0 else None
+
+    def add(self, other: DomainTally) -> None:
+        self.run_ns += other.run_ns
+        self.home_ns += other.home_ns
+        self.useful_ns += other.useful_ns
+        self.demand_ns += other.demand_ns
+        self.migrations += other.migrations
+        self.node_moves += other.node_moves
+        self.fair_ns += other.fair_ns
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,9 +459,15 @@ class BucketSums:
     useful_ns: float
     domains: dict[str, DomainTally]
     node_busy_ns: tuple[int, ...]
+    fair_optimum_ns: float = 0.0
 
     @classmethod
-    def of(cls, bucket: Bucket, shape: Shape, optimum_ns: float) -> BucketSums:
+    def of(
+        cls, bucket: Bucket, shape: Shape, optimum_ns: float, fair: FairBound | None = None
+    ) -> BucketSums:
+        """``fair`` None: worked out here (uncached; the runner passes its own)."""
+        if fair is None:
+            fair = FairOptimum(shape).of(bucket, optimum_ns)
         domains: dict[str, DomainTally] = {}
         for v in bucket.vcpus:
             d = domains.get(v.domain)
@@ -302,8 +479,15 @@ class BucketSums:
             d.demand_ns += v.demand_ns
             d.migrations += v.migrations
             d.node_moves += v.node_moves
+        for name, share in fair.shares.items():
+            domains[name].fair_ns = share
         useful = sum(d.useful_ns for d in domains.values())
-        return cls(bucket.length_ns, optimum_ns, useful, domains, bucket.node_busy_ns)
+        return cls(bucket.length_ns, optimum_ns, useful, domains, bucket.node_busy_ns,
+                   fair.optimum_ns)
+
+    def score(self, start_ns: int, end_ns: int) -> Score:
+        return Score(start_ns, end_ns, self.useful_ns, self.optimum_ns, self.fair_optimum_ns,
+                     {n: (d.useful_ns, d.run_ns, d.fair_ns) for n, d in self.domains.items()})
 
 
 @dataclass(slots=True)
@@ -315,6 +499,7 @@ class Tally:
     optimum_ns: float = 0.0
     domains: dict[str, DomainTally] = field(default_factory=dict)
     node_busy_ns: list[int] = field(default_factory=list)
+    fair_optimum_ns: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.node_busy_ns:
@@ -323,18 +508,14 @@ class Tally:
     def add(self, sums: BucketSums) -> None:
         self.length_ns += sums.length_ns
         self.optimum_ns += sums.optimum_ns
+        self.fair_optimum_ns += sums.fair_optimum_ns
         for node, busy in enumerate(sums.node_busy_ns):
             self.node_busy_ns[node] += busy
         for name, b in sums.domains.items():
             d = self.domains.get(name)
             if d is None:
                 d = self.domains[name] = DomainTally()
-            d.run_ns += b.run_ns
-            d.home_ns += b.home_ns
-            d.useful_ns += b.useful_ns
-            d.demand_ns += b.demand_ns
-            d.migrations += b.migrations
-            d.node_moves += b.node_moves
+            d.add(b)
 
     @property
     def run_ns(self) -> int:
@@ -352,6 +533,19 @@ class Tally:
     @property
     def efficiency(self) -> float:
         return efficiency(self.useful_ns, self.optimum_ns)
+
+    @property
+    def fair_useful_ns(self) -> float:
+        return sum(d.fair_useful_ns for d in self.domains.values())
+
+    @property
+    def fair_efficiency(self) -> float:
+        return fair_efficiency(self.domains.values(), self.fair_optimum_ns)
+
+    @property
+    def jain(self) -> float:
+        """Jain's index over each domain's CPU time / fair share (1: all got the same part)."""
+        return jain(r for d in self.domains.values() if (r := d.fair_ratio) is not None)
 
     @property
     def migrations(self) -> int:
@@ -380,6 +574,38 @@ class Score:
     end_ns: int
     useful_ns: float
     optimum_ns: float
+    fair_optimum_ns: float = 0.0
+    # by domain: (useful ns, run ns, fair share ns), for fair efficiency
+    domains: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
+
+
+def sliding_fair_efficiency(
+    scores: Sequence[Score], since_ns: int, window_ns: int
+) -> list[tuple[int, float]]:
+    """As ``sliding_efficiency``, for fair efficiency (shares compared over the window)."""
+    inside = [s for s in scores if s.start_ns >= since_ns]
+    result: list[tuple[int, float]] = []
+    first = 0
+    optimum = 0.0
+    sums: dict[str, list[float]] = {}
+
+    def take(s: Score, sign: float) -> None:
+        for name, values in s.domains.items():
+            acc = sums.setdefault(name, [0.0, 0.0, 0.0])
+            for i, x in enumerate(values):
+                acc[i] += sign * x
+
+    for last, s in enumerate(inside):
+        optimum += s.fair_optimum_ns
+        take(s, 1.0)
+        while first < last and inside[first].start_ns < s.end_ns - window_ns:
+            optimum -= inside[first].fair_optimum_ns
+            take(inside[first], -1.0)
+            first += 1
+        tallies = [DomainTally(run_ns=round(max(r, 0.0)), useful_ns=max(u, 0.0),
+                               fair_ns=max(f, 0.0)) for u, r, f in sums.values()]
+        result.append((s.end_ns, fair_efficiency(tallies, max(optimum, 0.0))))
+    return result
 
 
 def sliding_efficiency(
@@ -407,11 +633,13 @@ def sliding_efficiency(
 
 def recovery_ns(
     scores: Sequence[Score], event_ns: int, end_ns: int, *, window_ns: int = 250_000_000,
-    threshold: float = 0.99,
+    threshold: float = 0.99, fair: bool = False,
 ) -> int | None:
-    """Time from ``event_ns`` until the sliding-window efficiency reaches ``threshold`` and
-    stays there up to ``end_ns`` (the end of the phase); None if it never does."""
-    series = [(t, e) for t, e in sliding_efficiency(scores, event_ns, window_ns) if t <= end_ns]
+    """Time from ``event_ns`` until the sliding-window efficiency (``fair``: fair
+    efficiency) reaches ``threshold`` and stays there up to ``end_ns`` (the end of the
+    phase); None if it never does."""
+    slide = sliding_fair_efficiency if fair else sliding_efficiency
+    series = [(t, e) for t, e in slide(scores, event_ns, window_ns) if t <= end_ns]
     recovered_at: int | None = None
     for t, e in series:
         if e >= threshold:

@@ -35,6 +35,7 @@ from agent.sim.accounting import Accounting
 from agent.sim.metrics import (
     Bucket,
     BucketSums,
+    FairOptimum,
     Optimum,
     Score,
     Shape,
@@ -130,6 +131,7 @@ class EventResult:
     at_ns: int
     what: str
     recovery_ns: int | None
+    fair_recovery_ns: int | None = None  # the same for fair efficiency
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +190,7 @@ class RunResult:
             out[name] = {
                 "locality": _r(d.locality),
                 "run_s": _s(d.run_ns),
+                "fair_s": _s(d.fair_ns),
                 "useful_s": _s(d.useful_ns),
                 "demand_s": _s(d.demand_ns),
                 "migrations": d.migrations,
@@ -206,6 +209,8 @@ class RunResult:
             "duration_s": _s(sc.duration_ns),
             "host_locality": _r(self.total.host_locality),
             "efficiency": _r(self.total.efficiency),
+            "fair_efficiency": _r(self.total.fair_efficiency),
+            "jain": _r(self.total.jain),
             "phases": [
                 {
                     "name": p.name,
@@ -213,6 +218,8 @@ class RunResult:
                     "end_s": _s(p.end_ns),
                     "host_locality": _r(p.tally.host_locality),
                     "efficiency": _r(p.tally.efficiency),
+                    "fair_efficiency": _r(p.tally.fair_efficiency),
+                    "jain": _r(p.tally.jain),
                     "migrations": p.tally.migrations,
                     "node_moves": p.tally.node_moves,
                     "utilisation": [_r(u, 3) for u in p.tally.utilisation(self.shape)],
@@ -225,6 +232,8 @@ class RunResult:
                     "at_s": _s(e.at_ns),
                     "what": e.what,
                     "recovery_s": None if e.recovery_ns is None else _s(e.recovery_ns),
+                    "fair_recovery_s": (None if e.fair_recovery_ns is None
+                                        else _s(e.fair_recovery_ns)),
                 }
                 for e in self.events
             ],
@@ -329,6 +338,7 @@ class Runner:
         self.threshold = threshold
         self.listeners = list(listeners)
         self.optimum = Optimum(self.shape)
+        self.fair_optimum = FairOptimum(self.shape)
         self.live: dict[str, _Live] = {}
         self._gone: dict[int, _Live] = {}  # destroyed since the last bucket
         self._pending = list(scenario.timeline)
@@ -343,6 +353,11 @@ class Runner:
         self.done = False
 
     # -- driving --
+
+    @property
+    def scores(self) -> Sequence[Score]:
+        """Every bucket's score so far (useful and optimum work), in time order."""
+        return self._scores
 
     @property
     def now_ns(self) -> int:
@@ -430,9 +445,10 @@ class Runner:
         events: list[EventResult] = []
         for i, phase in enumerate(self.phases[1:], start=1):
             for event in self._phase_events[i]:
-                rec = recovery_ns(self._scores, phase.start_ns, phase.end_ns,
-                                  window_ns=self.window_ns, threshold=self.threshold)
-                events.append(EventResult(event.at_ns, event.describe(), rec))
+                rec, fair = (recovery_ns(self._scores, phase.start_ns, phase.end_ns,
+                                         window_ns=self.window_ns, threshold=self.threshold,
+                                         fair=f) for f in (False, True))
+                events.append(EventResult(event.at_ns, event.describe(), rec, fair))
         return RunResult(
             scenario=self.scenario,
             shape=self.shape,
@@ -442,7 +458,7 @@ class Runner:
             samples=self.samples,
             agent=report is not None,
             report=report or AgentReport(),
-            lp_solved=self.optimum.solved,
+            lp_solved=self.optimum.solved + self.fair_optimum.solved,
         )
 
     # -- timeline --
@@ -505,6 +521,7 @@ class Runner:
         by_domid = {live.domid: live for live in self.live.values()}
         by_domid.update(self._gone)
         nodes = len(self.scenario.host.nodes)
+        specs = {d.name: d for d in self.scenario.domains}
         usages: list[VcpuUsage] = []
         for (domid, vcpu), a in acct.vcpus.items():
             live = by_domid.get(domid)
@@ -513,18 +530,20 @@ class Runner:
             usages.append(VcpuUsage(
                 domain=live.name, vcpu=vcpu, home=live.home, allowed=live.allowed[vcpu],
                 run_ns=a.run_ns, demand_ns=a.demand_ns, migrations=a.migrations,
-                node_moves=a.cross_node_migrations,
+                node_moves=a.cross_node_migrations, pool=specs[live.name].pool,
+                weight=float(specs[live.name].weight),
             ))
         self._gone.clear()
         bucket = Bucket(acct.start_ns, acct.end_ns, tuple(usages), acct.node_busy_ns)
-        sums = BucketSums.of(bucket, self.shape, self.optimum.of(bucket))
+        optimum = self.optimum.of(bucket)
+        sums = BucketSums.of(bucket, self.shape, optimum, self.fair_optimum.of(bucket, optimum))
         try:
             efficiency(sums.useful_ns, sums.optimum_ns)
         except ValueError as exc:  # fail at the bucket that broke, not at the end
             raise ValueError(f"bucket {bucket.start_ns}-{bucket.end_ns} ns: {exc}") from None
         self.total.add(sums)
         self.phases[-1].tally.add(sums)
-        self._scores.append(Score(bucket.start_ns, bucket.end_ns, sums.useful_ns, sums.optimum_ns))
+        self._scores.append(sums.score(bucket.start_ns, bucket.end_ns))
         per_domain: dict[str, list[int]] = {}
         for v in usages:
             acc = per_domain.setdefault(v.domain, [0] * nodes)
