@@ -207,13 +207,13 @@ domid = [1, 2]
         "1:1 #1 missing 'name': a rule needs a unique name of lower-case letters, digits, "
         "'-', '_' and '.'",
         "1:1 #1 missing [rule.action] table; type = one of vcpu.fixup, vcpu.swap, "
-        "domain.set_soft, backend.pin, domain.place, note",
+        "domain.set_soft, domain.set_hard, backend.pin, domain.place, note",
         "2:6 #1 on must be a non-empty list of event types, e.g. on = [\"tick\"]; types: ",
         "3:12 #1 for_each is 'vcpus', not one of vcpu, domain, node, backend, host; did you "
         "mean 'vcpu'?",
         "6:8 Bad Name bad name 'Bad Name': a rule needs",
         "10:8 Bad Name action type 'vcpu.fixx' is not one of vcpu.fixup, vcpu.swap, "
-        "domain.set_soft, backend.pin, domain.place, note; did you mean 'vcpu.fixup'?",
+        "domain.set_soft, domain.set_hard, backend.pin, domain.place, note; did you mean 'vcpu.fixup'?",
         "16:1 ok-but-incomplete action vcpu.fixup needs parameter 'node' (int: node id)",
         "16:1 ok-but-incomplete action vcpu.fixup needs parameter 'vcpu' (int: vCPU id)",
         "18:9 ok-but-incomplete parameter 'domid' of vcpu.fixup is int; got [1, 2]",

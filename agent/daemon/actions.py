@@ -7,7 +7,9 @@ actions ever race on one vCPU. Each action is bounded in time; running out is
 recorded as a failure and the agent goes on.
 
 ``vcpu.fixup`` and ``vcpu.swap`` go to ``fixup``, ``domain.set_soft``
-(soft-follows-memory, rebalance) to ``soft``. A ``note`` is its decision
+(soft-follows-memory, rebalance) to ``soft``, ``domain.set_hard`` to ``hard``
+(whose pins held for a time are restored at the start of the first scan after
+their time is up). A ``note`` is its decision
 record and nothing more. Other types (placement, backend pinning) are served
 by handlers registered for their type; without one the action is recorded as
 skipped, saying so.
@@ -21,10 +23,11 @@ from dataclasses import dataclass
 import trio
 
 from agent.daemon.fixup import Fixer
+from agent.daemon.hard import HardSetter
 from agent.daemon.recorder import Recorder, subject_of
 from agent.daemon.soft import SoftSetter
 from agent.rules import Action, Decision, Note, SetSoftAffinity, VcpuFixup, VcpuSwap
-from agent.rules.actions import action_record
+from agent.rules.actions import SetHardAffinity, action_record
 from agent.state import HostView
 
 Handler = Callable[[Action, int | None, HostView], Awaitable[str]]
@@ -48,9 +51,16 @@ class Actions:
         *,
         handlers: Mapping[str, Handler] | None = None,
         clock: Callable[[], float] = trio.current_time,
+        hard: HardSetter | None = None,
     ) -> None:
+        """``hard``: by default one on the fixer's pin keeper (so the keeper knows
+        every pin the agent holds, and ``stop`` restores them all)."""
         self.fixer = fixer
         self.soft = soft
+        if hard is None and fixer is not None:
+            hard = HardSetter(fixer.keeper, recorder, retry=fixer.retry,
+                              pool_cpus=fixer.pool_cpus, spread=fixer.spread_cpu, clock=clock)
+        self.hard = hard
         self.recorder = recorder
         self.handlers = dict(handlers or {})
         self.clock = clock
@@ -65,6 +75,8 @@ class Actions:
         """In order. Decisions taken on different events of one scan may touch the same
         vCPU (a swap decided for each of its two vCPUs): the first one acts, the
         others are recorded as skipped."""
+        if self.hard is not None:
+            await self.hard.expire(view)
         touched: set[tuple[object, ...]] = set()
         for item in batch:
             # What the action touches; not its subject, which for a host-wide rule
@@ -101,6 +113,8 @@ class Actions:
             await self.fixer.swap(action, seq, view)
         elif isinstance(action, SetSoftAffinity):
             await self.soft.set_soft(action, seq, view)
+        elif isinstance(action, SetHardAffinity) and self.hard is not None:
+            await self.hard.set_hard(action, seq, view)
         elif action.TYPE in self.handlers:
             await self.handlers[action.TYPE](action, seq, view)
         else:

@@ -29,6 +29,7 @@ from agent.sdnotify import Notifier
 from agent.sim.engine import SimHost
 from agent.sim.run import AgentReport, BackendTally, Host, Runner, RunResult
 from agent.sim.scenario import Scenario
+from agent.sim.spec import HostSpec
 from agent.sim.toolstack import SimToolstack
 from agent.xenstore.hub import XenstoreHub
 from agent.xenstore.server import serve_stream
@@ -101,16 +102,21 @@ async def run_with_agent(
     handle_signals: bool = False, on_agent: Callable[[Agent], None] | None = None,
     on_stopped: Callable[[Agent], None] | None = None,
     clock: Callable[[], float] | None = None,
+    host_factory: Callable[[HostSpec], Host] | None = None,
+    hypervisor_for: Callable[[Runner], Hypervisor] | None = None,
 ) -> AgentRun:
     """Run ``scenario`` with the production agent beside it, under the current clock.
 
     The agent starts ``start_delay_s`` in (default: a poll interval less 1 ms, so it
     polls just before each round second and sees an event there almost a whole
-    poll interval late, as unlucky as it gets)."""
+    poll interval late, as unlucky as it gets). ``host_factory`` builds the host
+    (default ``SimHost``); ``hypervisor_for`` gives the agent its hypervisor on the
+    runner's host (default: the simulator's own), e.g. one that counts calls."""
     if start_delay_s is None:
         start_delay_s = max(config.poll_interval_s - 0.001, 0.0)
     toolstack = SimToolstack.for_host(scenario.host)
-    runner = Runner(scenario, listeners=[toolstack])
+    runner = Runner(scenario, host_factory, listeners=[toolstack])
+    hypervisor = hypervisor_for(runner) if hypervisor_for is not None else None
     async with trio.open_nursery() as nursery:
         transport = embedded_transport(toolstack.hub, nursery)
         with open_agent(config, xenstore=transport, watch_rule_files=handle_signals,
@@ -119,7 +125,8 @@ async def run_with_agent(
                         hooks=standard_hooks(config, toolstack.dom0)) as agent:
             if on_agent is not None:
                 on_agent(agent)
-            result = await runner.run_async(_Late(agent, start_delay_s, on_stopped))
+            result = await runner.run_async(_Late(agent, start_delay_s, on_stopped),
+                                            hypervisor=hypervisor)
         nursery.cancel_scope.cancel()
     result.backends = backend_tally(toolstack, runner.host)
     return AgentRun(result, agent, toolstack, runner)

@@ -62,6 +62,22 @@ class SetSoftAffinity:
 
 
 @dataclass(frozen=True, slots=True)
+class SetHardAffinity:
+    """Narrow the hard affinity of every vCPU of the domain to the pCPUs of ``nodes``
+    (within its cpupool and its present hard affinity) for ``duration_s``, then
+    restore it; ``duration_s = 0``: for good, until the agent stops. Journalled
+    like every pin: a killed agent's next start restores it."""
+
+    TYPE: ClassVar[str] = "domain.set_hard"
+    domid: int
+    nodes: frozenset[int]
+    duration_s: float = 0.0
+
+    def targets(self) -> tuple[SubjectKey, ...]:
+        return (("domain", self.domid),)
+
+
+@dataclass(frozen=True, slots=True)
 class PinBackend:
     """Bind a dom0 backend process/thread to the dom0 vCPUs that sit on ``node``."""
 
@@ -104,7 +120,8 @@ class Note:
         return ()
 
 
-Action = VcpuFixup | VcpuSwap | SetSoftAffinity | PinBackend | PlaceDomain | Note
+Action = (VcpuFixup | VcpuSwap | SetSoftAffinity | SetHardAffinity | PinBackend | PlaceDomain
+          | Note)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +131,10 @@ class ParamSpec:
     required: bool
     default: Any
     doc: str
+    # A literal below this is refused when the rule is loaded (and an expression's
+    # value at run time by the agent): a number, or every node id of a node set.
+    at_least: float | None = None
+    non_empty: bool = False  # a node set that must name at least one node
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +165,12 @@ _DOCS = {
     "preferred": "nodes to try first",
     "max_nodes": "most nodes it may span (0: any)",
     "message": "text for the audit log",
+    "duration_s": "seconds to hold it, then restore (0: for good, until the agent stops)",
 }
+# Lower bounds (and non-empty node sets), checked on literals when a rule loads.
+_AT_LEAST: Mapping[str, float] = {"timeout_s": 0.0, "settle_s": 0.0, "duration_s": 0.0}
+_NON_EMPTY: Mapping[str, tuple[str, ...]] = {"domain.set_hard": ("nodes",),
+                                             "domain.set_soft": ("nodes",)}
 
 
 def _spec(cls: type[Action]) -> ActionSpec:
@@ -152,8 +178,10 @@ def _spec(cls: type[Action]) -> ActionSpec:
     for f in fields(cls):
         required = f.default is MISSING
         default = None if required else f.default
-        params[f.name] = ParamSpec(f.name, _PY_TYPE[str(f.type)], required, default,
-                                   _DOCS[f.name])
+        kind = _PY_TYPE[str(f.type)]
+        at_least = 0.0 if kind == NODESET else _AT_LEAST.get(f.name)
+        params[f.name] = ParamSpec(f.name, kind, required, default, _DOCS[f.name], at_least,
+                                   f.name in _NON_EMPTY.get(cls.TYPE, ()))
     doc = " ".join((cls.__doc__ or "").split())
     # A note and a reservation change nothing on the host: no budget, no claims
     # (two answers to one request are kept apart by the agent, which runs one).
@@ -163,8 +191,21 @@ def _spec(cls: type[Action]) -> ActionSpec:
 
 ACTIONS: Mapping[str, ActionSpec] = {
     s.type: s
-    for s in map(_spec, (VcpuFixup, VcpuSwap, SetSoftAffinity, PinBackend, PlaceDomain, Note))
+    for s in map(_spec, (VcpuFixup, VcpuSwap, SetSoftAffinity, SetHardAffinity, PinBackend,
+                         PlaceDomain, Note))
 }
+
+
+def param_problem(p: ParamSpec, value: Any) -> str | None:
+    """Why ``value`` (already of ``p``'s type) is out of range, or None if it is fine."""
+    if p.type == NODESET:
+        if p.non_empty and not value:
+            return "names no node"
+        low = [n for n in sorted(value) if p.at_least is not None and n < p.at_least]
+        return f"node id {low[0]} is negative" if low else None
+    if p.at_least is not None and isinstance(value, int | float) and value < p.at_least:
+        return f"must be >= {p.at_least:g}; got {value:g}"
+    return None
 
 
 def build_action(type_name: str, values: Mapping[str, Any]) -> Action:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.rules.actions import ACTIONS
+from agent.rules.actions import ACTIONS, param_problem
 from agent.rules.catalogue import COMMON_NAMES, FOR_EACH
 from agent.rules.errors import RuleError, RuleLoadError
 from agent.rules.events import EVENT_TYPES
@@ -433,6 +433,14 @@ class _RuleChecker:
             if pname not in table:
                 continue
             raw = table[pname]
+            if isinstance(raw, str) and p.type == NODESET and raw.strip() in ("home", "soft"):
+                # A natural guess: the sets are expressions over the rule's names.
+                ok = False
+                field = "[domain.home_node]" if raw.strip() == "home" else "domain.soft_nodes"
+                self.err(self.at("action", pname, value=True),
+                         f"action.{pname}: {raw.strip()!r} is not a name; node sets are "
+                         f"expressions, e.g. {pname} = \"{field}\" or {pname} = [0, 1]")
+                continue
             if isinstance(raw, str):
                 compiled, errors = compile_expr(raw, scope, slots, want=p.type)
                 self.expr_errors(("action", pname), errors)
@@ -447,6 +455,13 @@ class _RuleChecker:
                 self.err(self.at("action", pname, value=True),
                          f"parameter {pname!r} of {kind} is {p.type}; got {raw!r} (strings "
                          "are expressions: write \"'text'\" for a literal string)")
+                continue
+            problem = param_problem(p, literal)
+            if problem is not None:
+                ok = False
+                self.err(self.at("action", pname, value=True),
+                         f"action.{pname}: parameter {pname!r} of {kind} {problem} "
+                         f"({p.doc})")
                 continue
             params.append(Param(pname, None, literal))
         return tuple(params) if ok else None
