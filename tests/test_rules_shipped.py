@@ -50,3 +50,38 @@ def test_pytest_collects_the_rule_test_files() -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "6 passed" in proc.stdout
+
+
+BASELINES = RULES / "baselines"
+
+
+def test_baseline_rules_pass_check_and_their_tests() -> None:
+    out = io.StringIO()
+    assert cmd_check(argparse.Namespace(paths=[str(BASELINES)]), out) == 0, out.getvalue()
+    assert out.getvalue() == "ok: 2 rules in 2 files, budget 60 actions/min\n"
+    out = io.StringIO()
+    assert cmd_test(argparse.Namespace(paths=[str(BASELINES / "tests")], verbose=False),
+                    out) == 0, out.getvalue()
+    assert out.getvalue().endswith("2 passed, 0 failed\n")
+
+
+def test_each_baseline_names_its_source_and_has_a_test_that_sees_it_act() -> None:
+    sources = {"static_pinning": "xl vcpu-pin", "seed_workaround": "seed-numa-balancing-in-xen"}
+    for rule_file in sorted(BASELINES.glob("*.toml")):
+        header = rule_file.read_text().split("[[rule]]")[0]
+        assert "Source of the behaviour" in header and sources[rule_file.stem] in header
+        ruleset = load_paths([rule_file])
+        doc = tomllib.loads((BASELINES / "tests" / f"{rule_file.stem}_test.toml").read_text())
+        acted = {e["rule"] for step in doc["step"] for e in step.get("expect", [])
+                 if e["outcome"] == "act"}
+        assert acted == {r.name for r in ruleset.rules}
+
+
+def test_pytest_collects_the_baseline_rule_test_files() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         str(BASELINES / "tests")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 passed" in proc.stdout
