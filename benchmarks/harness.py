@@ -2,11 +2,12 @@
 
 Every policy runs on the same simulated host (``agent.sim``), driven by the
 same ``Runner``, so efficiency, locality, recovery and migrations are measured
-alike. Agents (the xnuma agent and the Python baselines) run beside the host in
-virtual time (trio's ``MockClock``) and reach it through the ``Hypervisor``
-interface, wrapped here to count their affinity calls. The xnuma agent is the
-production one: ``open_agent`` with a rule directory, its xenstore client on
-the simulator's embedded xenstored, as ``xnuma sim --agent`` runs it.
+alike. Agents (the xnuma agent, with xnuma's rules or a baseline's, and the
+Python numad port) run beside the host in virtual time (trio's ``MockClock``)
+and reach it through the ``Hypervisor`` interface, wrapped here to count their
+affinity calls. The xnuma agent is the production one, run by
+``run_with_agent`` as ``xnuma sim --agent`` runs it (its xenstore client on the
+simulator's embedded xenstored), with a rule directory or file.
 
 A run is deterministic: the same scenario and policy give the same record.
 """
@@ -16,10 +17,10 @@ from __future__ import annotations
 import resource
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import trio
 import trio.testing
@@ -30,11 +31,14 @@ from agent.sim.accounting import Accounting
 from agent.sim.backend import SimHypervisor
 from agent.sim.engine import SimHost
 from agent.sim.metrics import Score
-from agent.sim.run import AgentReport, DomainListener, Runner, RunResult
+from agent.sim.run import AgentReport, Runner, RunResult
 from agent.sim.scenario import NS_PER_S, Scenario
 from agent.sim.spec import DomainSpec, HostSpec
 from benchmarks.fairness import DomainUse, FairTally
 from benchmarks.policies import Policy
+
+if TYPE_CHECKING:
+    from agent.daemon.simhost import AgentRun
 
 SERIES_BIN_NS = 250_000_000  # efficiency over time: one point per 250 ms
 AGENT_DELAY_S = 0.099  # agents start just before the first round second (as simhost does)
@@ -235,7 +239,7 @@ def record(policy: Policy, runner: Runner, result: RunResult, calls: Calls,
         affinity_calls=calls.affinity, narrowings=calls.narrowings,
         narrowed_at_end=narrowed_at_end(runner), actions=dict(sorted(actions.items())),
         jain=whole.jain(), worst=whole.worst(), shares=whole.ratios(),
-        series=efficiency_series(runner._scores),  # the runner's per-bucket scores
+        series=efficiency_series(runner.scores),
         wall_s=wall_s, cpu_s=cpu_s,
     )
 
@@ -255,21 +259,13 @@ def run_policy(scenario: Scenario, policy: Policy) -> RunRecord:
         scenario = scenario.with_overrides(scheduler=policy.scheduler)
         runner = Runner(scenario, RecordingHost)
         result = runner.run()
-        calls, actions = Calls(), {}
-    elif policy.kind == "listener":
-        assert policy.make is not None
-        listener = cast(DomainListener, policy.make())
-        runner = Runner(scenario, RecordingHost, listeners=[listener])
-        result = runner.run()
-        made = int(getattr(listener, "calls", 0))
-        calls = Calls(affinity=made, narrowings=made)
-        actions = {"pin_at_build": made}
+        calls, actions = Calls(), dict[str, int]()
     elif policy.kind == "agent":
         assert policy.make is not None
         runner, result, calls, actions = _run_agent(scenario, cast(BenchAgent, policy.make()))
     else:
         assert policy.rules_path is not None
-        runner, result, calls, actions = _run_rules(scenario, policy.rules_path)
+        runner, result, calls, actions = run_rules(scenario, policy.rules_path)
     return record(policy, runner, result, calls, actions, time.perf_counter() - wall,
                   _cpu() - cpu)
 
@@ -286,31 +282,29 @@ def _run_agent(scenario: Scenario, agent: BenchAgent
     return runner, result, hv.calls, dict(result.report.actions)
 
 
-def _run_rules(scenario: Scenario, rules: Path
-               ) -> tuple[Runner, RunResult, Calls, dict[str, int]]:
-    """The production agent, as ``agent.daemon.simhost.run_with_agent`` runs it (placement
-    and backend pinning on the simulated dom0 included), on a recording host and a
-    counting hypervisor."""
-    from agent.daemon.build import open_agent, standard_hooks
-    from agent.daemon.simhost import embedded_transport, sim_config
-    from agent.sim.toolstack import SimToolstack
+def run_rules(
+    scenario: Scenario, rules: Path,
+    wrap: Callable[[SimHypervisor], CountingHypervisor] = CountingHypervisor,
+) -> tuple[Runner, RunResult, Calls, dict[str, int]]:
+    """The production agent as ``xnuma sim --agent`` runs it (``run_with_agent``:
+    placement and backend pinning on the simulated dom0 included) with ``rules``
+    (a directory or a file), on a recording host and a counting hypervisor
+    (``wrap`` makes it)."""
+    from agent.daemon.simhost import run_with_agent, sim_config
 
-    toolstack = SimToolstack.for_host(scenario.host)
-    runner = Runner(scenario, RecordingHost, listeners=[toolstack])
-    hv = CountingHypervisor(SimHypervisor(cast(SimHost, runner.host)))
+    counting: list[CountingHypervisor] = []
+
+    def hypervisor_for(runner: Runner) -> Hypervisor:
+        counting.append(wrap(SimHypervisor(cast(SimHost, runner.host))))
+        return counting[-1]
+
     with tempfile.TemporaryDirectory(prefix="xnuma-bench-") as tmp:
         config = sim_config(Path(tmp), rules_dir=str(rules))
 
-        async def main() -> RunResult:
-            async with trio.open_nursery() as nursery:
-                transport = embedded_transport(toolstack.hub, nursery)
-                with open_agent(config, xenstore=transport, watch_rule_files=False,
-                                clock=trio.current_time,
-                                hooks=standard_hooks(config, toolstack.dom0)) as agent:
-                    result = await runner.run_async(Delayed(agent, AGENT_DELAY_S),
-                                                    hypervisor=hv)
-                nursery.cancel_scope.cancel()
-            return result
+        async def main() -> AgentRun:
+            return await run_with_agent(scenario, config, start_delay_s=AGENT_DELAY_S,
+                                        clock=trio.current_time, host_factory=RecordingHost,
+                                        hypervisor_for=hypervisor_for)
 
-        result = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-    return runner, result, hv.calls, dict(result.report.actions)
+        run = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    return run.runner, run.result, counting[0].calls, dict(run.result.report.actions)

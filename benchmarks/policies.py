@@ -4,17 +4,13 @@ Each policy names where its behaviour comes from (``source``); BENCHMARKS.md
 prints them. Kinds:
 
 - ``scheduler``: the scheduler alone (credit1 or credit2), no agent;
-- ``listener``: a change made when a domain is built, as a toolstack makes it
-  (static pinning: ``cpus = "node:N"`` in xl.cfg);
-- ``agent``: a program beside the host that talks to it through the same
-  ``Hypervisor`` interface the xnuma agent uses (the seed's periodic
-  workaround, numad). These are Python because the rule language cannot say
-  them: its one hard-affinity action, ``vcpu.fixup``, is xnuma's own adaptive
-  narrowing (it returns the vCPU's affinity once it is home, and keeps a
-  narrowing only where the model says it costs no work), and no action sets a
-  hard affinity for good or for a fixed time;
 - ``rules``: the production agent (``open_agent``, as ``xnuma run``) with a
-  rule directory or file: xnuma's shipped rules, or a baseline written as rules.
+  rule directory or file: xnuma's shipped rules, or a baseline written as rules
+  (``rules/baselines/``: static pinning, the seed's workaround), which tests the
+  rule language too;
+- ``agent``: a program beside the host that talks to it through the same
+  ``Hypervisor`` interface the xnuma agent uses: numad, which the rule language
+  cannot say faithfully (see ``Numad``).
 """
 
 from __future__ import annotations
@@ -27,132 +23,16 @@ from typing import Literal
 import trio
 
 from agent.hypervisor.interface import Hypervisor, HypervisorError, NoSuchDomain
-from agent.hypervisor.model import CpuSet, DomainState, Topology, VcpuInfo
-from agent.sim.run import AgentReport, Host
+from agent.hypervisor.model import CpuSet, Topology, VcpuInfo
+from agent.sim.run import AgentReport
 from agent.sim.spec import SchedulerName
 
 ROOT = Path(__file__).resolve().parents[1]
-Kind = Literal["scheduler", "listener", "agent", "rules"]
+Kind = Literal["scheduler", "agent", "rules"]
 
 
 def nodes_of(topo: Topology, cpus: CpuSet) -> frozenset[int]:
     return frozenset(n.id for n in topo.nodes if not n.cpus.isdisjoint(cpus))
-
-
-def single_node(topo: Topology, cpus: CpuSet) -> int | None:
-    """The node ``cpus`` lie within, if they lie within one and are not the whole host."""
-    nodes = nodes_of(topo, cpus)
-    if len(nodes) != 1 or len(topo.nodes) == 1:
-        return None
-    return next(iter(nodes))
-
-
-# -- static hard pinning ------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class StaticPin:
-    """Hard affinity = the node of the soft affinity, set when each guest is built.
-
-    What an administrator writes as ``cpus = "node:N"`` beside ``cpus_soft`` in
-    xl.cfg (or ``xl vcpu-pin`` right after ``xl create``): the node the guest
-    was meant for, for its whole life. Guests whose soft affinity spans several
-    nodes (no NUMA preference) and dom0 are left alone. A ``DomainListener``:
-    the runner calls it as the domain is built, before any time passes.
-    """
-
-    pinned: int = 0  # vCPUs pinned
-    calls: int = 0
-
-    def domain_created(self, host: Host, domid: int) -> None:
-        from agent.sim.engine import SimHost
-
-        if domid == 0 or not isinstance(host, SimHost):
-            return
-        topo = host.topology()
-        for v in host.vcpu_info(domid):
-            node = single_node(topo, v.soft)
-            if node is None:
-                continue
-            host.set_affinity(domid, v.vcpu, topo.nodes[node].cpus, None)
-            self.calls += 1
-            self.pinned += 1
-
-    def domain_destroyed(self, host: Host, domid: int) -> None:
-        return None
-
-
-# -- the seed's workaround -------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class SeedWorkaround:
-    """Periodically narrow hard affinity to the soft mask for a while, then restore.
-
-    The seed (``seed-numa-balancing-in-xen.txt``): "possible workaround:
-    periodically set hard-affinity to move vCPUs back (we don't want
-    hard-affinity permanently because one NUMA node may end up completely idle
-    if we have a burst of activity on the other guests)". Every ``period_s``,
-    for ``hold_s``, every vCPU of every guest with a one-node soft affinity gets
-    hard affinity = soft & hard (``xl vcpu-pin <dom> all <soft> -``); then each
-    gets its previous hard affinity back. The first round is ``first_s`` after
-    start: the benchmark's events fall on whole tens of seconds, so each waits
-    half a period for the next round, the average wait of a cron job that knows
-    nothing of them.
-    """
-
-    period_s: float = 10.0
-    hold_s: float = 2.0
-    first_s: float = 5.0
-    rounds: int = 0
-    narrowed: int = 0  # vCPU narrowings made
-    calls: int = 0  # affinity calls (narrowings and restores)
-    held: dict[tuple[int, int], CpuSet] = field(default_factory=dict)
-
-    async def run(self, hv: Hypervisor) -> None:
-        start = trio.current_time()
-        await trio.sleep(self.first_s)
-        while True:
-            due = start + self.first_s + self.rounds * self.period_s
-            await trio.sleep_until(due)
-            self.rounds += 1
-            await self._narrow(hv)
-            await trio.sleep(self.hold_s)
-            await self._restore(hv)
-
-    async def _narrow(self, hv: Hypervisor) -> None:
-        topo = await hv.topology()
-        for dom in await hv.domains():
-            if dom.domid == 0 or dom.state in (DomainState.SHUTDOWN, DomainState.DYING):
-                continue
-            try:
-                vcpus = await hv.vcpus(dom.domid)
-            except NoSuchDomain:
-                continue
-            for v in vcpus:
-                target = v.soft & v.hard
-                if single_node(topo, v.soft) is None or not target or target == v.hard:
-                    continue
-                try:
-                    await hv.set_vcpu_affinity(dom.domid, v.vcpu, target, None)
-                except HypervisorError:
-                    continue
-                self.held[(dom.domid, v.vcpu)] = v.hard
-                self.narrowed += 1
-                self.calls += 1
-
-    async def _restore(self, hv: Hypervisor) -> None:
-        for (domid, vcpu), hard in sorted(self.held.items()):
-            try:
-                await hv.set_vcpu_affinity(domid, vcpu, hard, None)
-                self.calls += 1
-            except HypervisorError:
-                pass  # gone: nothing to restore
-        self.held.clear()
-
-    def report(self) -> AgentReport:
-        return AgentReport({"narrow_hard": self.narrowed, "restore_hard":
-                            self.calls - self.narrowed}, len(self.held))
 
 
 # -- numad --------------------------------------------------------------------------------
@@ -303,6 +183,19 @@ class Numad:
     migration, so the binding moves the vCPUs and not the memory (numad's
     ``migrate_pages`` step has nothing to call); the binding is the vCPUs' hard
     affinity, as ``xl vcpu-pin <dom> all <cpus>`` sets it.
+
+    Python, not a rule set (``domain.set_hard`` could make its bindings): the
+    rule language cannot say the rest faithfully. Its cycle is 5 s after a
+    move and 15 s otherwise (a rule's cooldown is one fixed length per rule and
+    subject); one move per cycle host-wide is a choice among all domains by an
+    order the language has no way to write (unbound ones first by CPU x memory,
+    then bound ones in 20 % magnitude bins by bind time); the 300 s cooldown has
+    an exception that compares the node loads before and after the move; and
+    ``pick_numa_nodes`` returns a set of nodes built by a greedy walk over
+    distance-sorted nodes with weighted free-memory x free-CPU magnitudes,
+    where a rule's node set can only be a field, a literal or a list of
+    expressions. CPU use is numad's own, measured over its 5-15 s interval,
+    not the agent's per-poll rates.
     """
 
     min_interval: int = NUMAD_MIN_INTERVAL
@@ -471,7 +364,7 @@ class Policy:
     source: str  # where its behaviour comes from
     scheduler: SchedulerName | None = None  # for kind "scheduler": run under it
     rules: str | None = None  # for kind "rules": a rule directory or file, from the root
-    make: Callable[[], object] | None = None  # listener or agent factory
+    make: Callable[[], object] | None = None  # for kind "agent": its factory
 
     @property
     def rules_path(self) -> Path | None:
@@ -485,12 +378,14 @@ POLICIES: tuple[Policy, ...] = (
     Policy("credit2", "credit2 alone", "scheduler",
            "Xen 4.17 xen/common/sched/credit2.c, as modelled by agent/sim/credit2.py",
            scheduler="credit2"),
-    Policy("static", "static hard pinning", "listener",
-           "xl.cfg(5) `cpus=` set to the node of `cpus_soft=`: pinned when built, for good",
-           make=StaticPin),
-    Policy("seed-workaround", "seed workaround", "agent",
+    Policy("static", "static hard pinning", "rules",
+           "common practice: `xl vcpu-pin <dom> all node:N -` after `xl create` (xl.cfg(5) "
+           "`cpus=\"node:N\"` beside `cpus_soft=`): hard = the node of the soft affinity, "
+           "for good", rules="rules/baselines/static_pinning.toml"),
+    Policy("seed-workaround", "seed workaround", "rules",
            "seed-numa-balancing-in-xen.txt: \"periodically set hard-affinity to move vCPUs "
-           "back\"; here every 10 s, for 2 s, hard = soft", make=SeedWorkaround),
+           "back\"; here every 10 s, for 2 s, hard = soft",
+           rules="rules/baselines/seed_workaround.toml"),
     Policy("numad", "numad-like", "agent",
            "numad.c (numad 20160428) manage_loads/pick_numa_nodes: 5-15 s cycle, one bind "
            "per cycle, 300 s before a bound domain is looked at again; binds hard affinity",

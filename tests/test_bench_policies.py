@@ -1,7 +1,8 @@
 """The benchmark's baselines behave as named (benchmarks/policies.py, benchmarks/harness.py).
 
-Static pinning keeps every vCPU on its home node; the seed's workaround narrows
-hard affinity to the soft mask, then restores it, every period; the numad port
+Static pinning (rules/baselines/static_pinning.toml, run by the agent) keeps
+every vCPU on its home node; the seed's workaround (seed_workaround.toml)
+narrows hard affinity to the soft mask for 2 s every 10 s; the numad port
 moves at most one domain per cycle, keeps its cycle lengths (5 s after a move,
 15 s otherwise) and leaves a domain it bound alone for 300 s.
 """
@@ -29,14 +30,13 @@ from benchmarks.harness import (
     Delayed,
     RecordingHost,
     run_policy,
+    run_rules,
 )
 from benchmarks.policies import (
     POLICIES,
     Numad,
     NumadNode,
     NumadProcess,
-    SeedWorkaround,
-    StaticPin,
     combined_value_of_weighted_resources,
     pick_numa_nodes,
     policy,
@@ -119,16 +119,16 @@ class LoggingHypervisor(CountingHypervisor):
         await super().set_vcpu_affinity(domid, vcpu, hard, soft)
 
 
-# -- static pinning ---------------------------------------------------------------------
+# -- static pinning and the seed's workaround: rule sets (rules/baselines/) ---------------
 
 
 def test_static_pinning_keeps_every_vcpu_on_its_home_node() -> None:
-    pin = StaticPin()
-    runner = Runner(tiny(extra=PAUSE_A), RecordingHost, listeners=[pin])
-    result = runner.run()
+    pol = policy("static")
+    assert pol.kind == "rules" and pol.rules_path is not None
+    runner, result, calls, actions = run_rules(tiny(extra=PAUSE_A), pol.rules_path)
     host = runner.host
     assert isinstance(host, SimHost)
-    assert pin.pinned == 8
+    assert actions["domain.set_hard"] == 3 and calls.narrowings == 8
     for name, home in (("A", NODE0), ("B", NODE1), ("C", NODE1)):
         for v in host.vcpu_info(host.domid_of(name)):
             assert v.hard == home
@@ -140,31 +140,33 @@ def test_static_pinning_keeps_every_vcpu_on_its_home_node() -> None:
     assert host.vcpu_info(0)[0].hard == frozenset({0})  # dom0 left as it was
 
 
-# -- the seed's workaround -----------------------------------------------------------------
-
-
 def test_seed_workaround_narrows_to_soft_then_restores_every_period() -> None:
-    agent = SeedWorkaround(period_s=2.0, hold_s=0.5, first_s=1.0)
-    holder: dict[str, LoggingHypervisor] = {}
+    pol = policy("seed-workaround")
+    assert pol.kind == "rules" and pol.rules_path is not None
+    holder: list[LoggingHypervisor] = []
 
     def wrap(inner: SimHypervisor) -> LoggingHypervisor:
-        holder["hv"] = LoggingHypervisor(inner)
-        return holder["hv"]
+        holder.append(LoggingHypervisor(inner))
+        return holder[-1]
 
-    runner = run_agent(tiny(duration=6.0), agent, wrap)
-    log = holder["hv"].log
+    runner, _, _, actions = run_rules(tiny(duration=28.0), pol.rules_path, wrap)
+    log = holder[0].log
     soft = {1: NODE0, 2: NODE1, 3: NODE1}
-    rounds = sorted({round(t, 3) for t, _, _, hard in log if hard != ALL})
-    assert rounds == [pytest.approx(0.099 + 1.0 + 2.0 * k) for k in range(3)]
-    for start in rounds:
-        narrowed = [(d, v, h) for t, d, v, h in log if t == pytest.approx(start)]
-        restored = [(d, v, h) for t, d, v, h in log if t == pytest.approx(start + 0.5)]
-        assert sorted((d, v) for d, v, _ in narrowed) == sorted(
-            (d, v) for d in soft for v in range(3 if d == 1 else 2 if d == 3 else 3))
-        assert all(h == soft[d] for d, _, h in narrowed)
-        assert sorted((d, v) for d, v, _ in restored) == sorted((d, v) for d, v, _ in narrowed)
-        assert all(h == ALL for _, _, h in restored)
-    assert agent.rounds == 3 and not agent.held
+    # Through a chosen pCPU or not, a narrowing ends at the domain's soft node.
+    narrowed = [(t, d, v) for t, d, v, hard in log if hard == soft.get(d)]
+    rounds = sorted({round(t, 1) for t, _, _ in narrowed})
+    # 5 s past each ten seconds of the agent's clock (it starts at 0.099 s, ticks
+    # every second; the tick's scan may wait half a poll interval).
+    assert rounds == [pytest.approx(5.1 + 10.0 * k, abs=0.06) for k in range(3)]
+    vcpus = sorted((d, v) for d in soft for v in range(3 if d in (1, 2) else 2))
+    for rounded in rounds:
+        this = sorted((d, v) for t, d, v in narrowed if abs(t - rounded) < 0.1)
+        assert this == vcpus
+        start = min(t for t, _, _ in narrowed if abs(t - rounded) < 0.1)
+        restored = sorted((d, v) for t, d, v, hard in log
+                          if hard == ALL and start + 2.0 - 1e-6 <= t <= start + 2.1)
+        assert restored == vcpus
+    assert actions["domain.set_hard"] == 9 and actions["restore_hard"] == 24
     host = runner.host
     assert isinstance(host, SimHost)
     assert all(v.hard == ALL for d in (1, 2, 3) for v in host.vcpu_info(d))
