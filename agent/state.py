@@ -15,8 +15,8 @@ seconds, ``_mib`` MiB, ``_cpus`` pCPU equivalents, ``share`` a fraction 0..1).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
 
 from agent.hypervisor.model import (
     CpuSet,
@@ -423,6 +423,67 @@ def build_state(obs: Observation, previous: HostView | None = None) -> HostView:
         nodes=nodes, balance=balance, flows=flows, domains=domains, vcpus=vcpus, backends=backends,
         distances=topo.distances, node_by_id=node_by_id, domain_by_id=domain_by_id,
         vcpu_by_key={(v.domid, v.id): v for v in vcpus},
+        backend_by_pid={b.pid: b for b in backends},
+    )
+
+
+def patch_domains(previous: HostView, obs: Observation, domids: Collection[int]) -> HostView:
+    """``previous`` with the guests ``domids`` looked at again; every other view kept.
+
+    For an event about a few domains (one created, destroyed, unpaused) without
+    rebuilding thousands of vCPU views: each of ``domids`` found in ``obs.domains``
+    is built anew from ``obs`` (its vCPUs, memory, backends), one missing there is
+    dropped. Nodes are rebuilt from ``obs.topology`` (free memory now) and every
+    vCPU's run rate. What ties all vCPUs together (``balance``, ``flows``, the
+    others' ``misplaced``) stays as in ``previous``, and so does ``now``: the next
+    ``build_state`` measures run rates from the last full build. dom0 is not
+    patched (its vCPUs decide where backends may go): change it with a full build.
+
+    Pure: ``previous`` and its views are not changed.
+    """
+    touched = frozenset(domids)
+    if 0 in touched:
+        raise ValueError("patch_domains: dom0 changes need a full build_state")
+    topo = obs.topology
+    node_of_cpu = {cpu: node.id for node in topo.nodes for cpu in node.cpus}
+    masks = _Masks(topo)
+    vcpus_of: dict[int, list[VcpuInfo]] = {}
+    for v in sorted((v for v in obs.vcpus if v.domid in touched),
+                    key=lambda v: (v.domid, v.vcpu)):
+        vcpus_of.setdefault(v.domid, []).append(v)
+    by_id = {k: d for k, d in previous.domain_by_id.items() if k not in touched}
+    fresh: list[DomainView] = []
+    for info in obs.domains:
+        if info.domid not in touched:
+            continue
+        prev_dom = previous.domain_by_id.get(info.domid)
+        if prev_dom is not None and prev_dom.uuid != info.uuid:
+            prev_dom = None  # the domid was reused by another domain
+        dom = _build_domain(info, vcpus_of.get(info.domid, []), prev_dom,
+                            previous.vcpu_by_key, previous.now, obs, node_of_cpu, masks)
+        by_id[info.domid] = dom
+        fresh.append(dom)
+    new_vcpus = [v for d in fresh for v in d.vcpus]
+    _mark_misplaced(new_vcpus, previous.flows)  # against the others' last spill
+    domains = [by_id[k] for k in sorted(by_id)]
+    vcpus = [v for d in domains for v in d.vcpus]
+    nodes = _build_nodes(obs, topo, vcpus, domains)
+    node_by_id = {n.id: n for n in nodes}
+    mine = replace(obs, backends=tuple(b for b in obs.backends if b.domid in touched))
+    backends = sorted([b for b in previous.backends if b.domid not in touched]
+                      + _build_backends(mine, by_id, node_by_id), key=lambda b: b.pid)
+    vcpu_by_key = {k: v for k, v in previous.vcpu_by_key.items() if k[0] not in touched}
+    vcpu_by_key.update(((v.domid, v.id), v) for v in new_vcpus)
+    cpus = sum(n.cpus for n in nodes)
+    busy = sum(n.busy_cpus for n in nodes)
+    loads = [n.load for n in nodes] or [0.0]
+    return HostView(
+        now=previous.now, node_count=len(nodes), cpus=cpus, busy_cpus=busy,
+        idle_cpus=max(cpus - busy, 0.0), load=busy / cpus if cpus else 0.0,
+        min_load=min(loads), max_load=max(loads), dom0_node_bound=previous.dom0_node_bound,
+        nodes=nodes, balance=previous.balance, flows=previous.flows, domains=domains,
+        vcpus=vcpus, backends=backends, distances=topo.distances, node_by_id=node_by_id,
+        domain_by_id=by_id, vcpu_by_key=vcpu_by_key,
         backend_by_pid={b.pid: b for b in backends},
     )
 

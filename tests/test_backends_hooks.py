@@ -11,7 +11,7 @@ import trio
 import trio.testing
 from test_placement_hooks import FakeRecorder, MiniAgent, xenstore
 
-from agent.backends.hooks import BackendHooks
+from agent.backends.hooks import BackendHooks, guest_of
 from agent.rules import load_paths
 from agent.sim.backend import SimHypervisor
 from agent.sim.engine import SimHost
@@ -67,13 +67,31 @@ async def test_backend_hooks_on_the_seed(autojump_clock: trio.testing.MockClock)
         assert {p.nodes for p in ts.dom0.placements(sim) if p.domid == b} == {frozenset({0})}
         assert len(recorder.of("action", "backend.pin")) == 12
 
-        # A write under dom0's backend subtree makes the next scan read xenstore again.
+        # A write under dom0's backend subtree makes the next scan read xenstore again,
+        # for the guest it names only.
         await trio.sleep(2)
         await agent.scan()
-        before = hooks.scans
+        before, some = hooks.scans, hooks.partial_scans
         ts.session.write(f"/local/domain/0/backend/vbd/{a}/51712/kthread-pid",
                          str(ts.backend_pid(a)))
         await trio.sleep(2)
         await agent.scan()
-        assert hooks.scans == before + 1
+        assert (hooks.scans, hooks.partial_scans) == (before, some + 1)
+        assert agent.view is not None and all(v.on_home for v in agent.view.backends)
+        assert {v.domid for v in agent.view.backends} == set(names) - {0}
+        # One that names no guest (the subtree itself) makes it read every guest's.
+        ts.session.write("/local/domain/0/backend", "")
+        await trio.sleep(2)
+        await agent.scan()
+        assert (hooks.scans, hooks.partial_scans) == (before + 1, some + 1)
         nursery.cancel_scope.cancel()
+
+
+def test_the_guest_a_backend_path_names() -> None:
+    assert guest_of(b"/local/domain/0/backend/vbd/7/51712/state") == 7
+    assert guest_of(b"/local/domain/0/backend/vif/12") == 12
+    assert guest_of(b"/local/domain/0/backend/vbd") is None  # a type: every guest
+    assert guest_of(b"/local/domain/0/backend") is None
+    assert guest_of(b"/local/domain/0/backend/vbd/x7/0") is None
+    assert guest_of(b"/local/domain/0/backend/vbd/1234567/0") is None  # not a domid
+    assert guest_of(b"/local/domain/0/backendx/vbd/7") is None

@@ -6,10 +6,13 @@
     handlers = hooks.handlers                          # {"backend.pin": ...}
     hooks.after_scan()                                 # nothing to do; for symmetry
 
-``augment`` reads xenstore only when something may have changed (the backend
-subtree or the domain list changed, or ``rescan_s`` passed: processes can
-change without a xenstore write); otherwise it re-reads the known backends'
-CPUs, which is what re-placement after a guest's home node moves needs. A
+``augment`` reads xenstore only when something may have changed, and then for
+the guests concerned only: new guests, and guests whose backend entries
+changed (the watch event's path names the guest). Every ``rescan_s`` (processes
+can change without a xenstore write), or when a change names no guest (the
+subtree itself, a lost watch), all guests are scanned, at most once every
+``MIN_RESCAN_S``. Otherwise it re-reads the known backends' CPUs, which is
+what re-placement after a guest's home node moves needs. A
 pid that a xenstore entry names but that is not what the entry says is
 recorded once as a ``backend.rejected`` event (a guest may write its own
 qemu-pid) and never pinned.
@@ -53,7 +56,9 @@ class BackendHooks:
         self.clock = clock
         self.xs: Client | None = None
         self.scans = 0  # full scans (xenstore read), for tests and metrics
-        self._dirty = True
+        self.partial_scans = 0  # scans of a few guests
+        self._dirty = True  # every guest to scan (the first time, a lost watch)
+        self._dirty_domids: set[int] = set()  # guests whose backend entries changed
         self._domids: frozenset[int] = frozenset()
         self._last_full = -float("inf")
         self._rejected: set[tuple[str, str]] = set()
@@ -72,8 +77,12 @@ class BackendHooks:
             return
         async with xs.watch(BACKEND_ROOT) as events:
             task_status.started()
-            async for _ in events:
-                self._dirty = True
+            async for event in events:
+                domid = None if event.resync else guest_of(event.path)
+                if domid is None:
+                    self._dirty = True
+                else:
+                    self._dirty_domids.add(domid)
                 wake()
 
     async def augment(self, obs: Observation) -> tuple[Observation, list[Event]]:
@@ -81,17 +90,23 @@ class BackendHooks:
         now = self.clock()
         scan: Scan | None = None
         since = now - self._last_full
-        if (self._dirty and since >= MIN_RESCAN_S) or domids != self._domids or (
-                since >= self.rescan_s):
-            self._dirty = False
-            try:
+        some = (domids - self._domids) | (self._dirty_domids & domids)
+        try:
+            if (self._dirty and since >= MIN_RESCAN_S) or since >= self.rescan_s:
+                self._dirty = False
+                self._dirty_domids.clear()
                 scan = await self.tracker.scan(self.xs, domids)
                 self.scans += 1
-                self._domids = domids
                 self._last_full = now
-            except (XenstoreError, ConnectionLost) as exc:
-                log.warning("backend scan failed (%s); keeping the last one", exc)
-                self._dirty = True
+                self._domids = domids
+            elif some or domids != self._domids:
+                self._dirty_domids -= some
+                scan = await self.tracker.scan_some(self.xs, some, domids)
+                self.partial_scans += 1
+                self._domids = domids
+        except (XenstoreError, ConnectionLost) as exc:
+            log.warning("backend scan failed (%s); keeping the last one", exc)
+            self._dirty = True
         if scan is None:
             scan = self.tracker.refresh()
         for r in scan.rejected:
@@ -125,3 +140,15 @@ class BackendHooks:
 
     def after_scan(self) -> None:
         return None
+
+
+def guest_of(path: bytes) -> int | None:
+    """The guest a backend entry's path names (``BACKEND_ROOT/<type>/<domid>/...``),
+    or None (the subtree or a type's directory itself, or not a domid)."""
+    text = path.decode("ascii", "replace")
+    if not text.startswith(BACKEND_ROOT + "/"):
+        return None
+    parts = text[len(BACKEND_ROOT) + 1:].split("/")
+    if len(parts) < 2 or not parts[1].isdigit() or len(parts[1]) > 5:
+        return None
+    return int(parts[1])

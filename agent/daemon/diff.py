@@ -19,11 +19,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from agent.rules.events import Event, make_event
-from agent.state import HostView, VcpuKey
+from agent.state import DomainView, HostView, VcpuKey, VcpuView
 
 NODE_BANDS = (0.25, 0.5, 0.75, 0.9)
 HYSTERESIS = 0.05
@@ -68,16 +68,49 @@ def diff(
     events += _domains(prev, new)
     node_band, node_events = _nodes(new, memory.node_band)
     events += node_events
-    busy, rates, vcpu_events = _vcpu_loads(new, memory)
+    busy, rates, vcpu_events = _vcpu_loads(new.vcpus, memory)
     events += vcpu_events
-    off, off_events = _off_node(new, memory.off, poll_s)
+    off, off_events = _off_node(new.vcpus, memory.off, poll_s)
     events += off_events
     return events, DiffMemory(node_band, busy, rates, off)
 
 
-def _domains(prev: HostView | None, new: HostView) -> list[Event]:
-    before = {(d.domid, d.uuid): d for d in prev.domains} if prev is not None else {}
-    after = {(d.domid, d.uuid): d for d in new.domains}
+def diff_domains(
+    prev: HostView, new: HostView, memory: DiffMemory, domids: Collection[int], poll_s: float
+) -> tuple[list[Event], DiffMemory]:
+    """``diff`` for a snapshot patched at the guests ``domids`` only
+    (``agent.state.patch_domains``): their domain events, and the vCPU events of
+    their vCPUs; the memory of every other vCPU, and of the nodes, is kept for
+    the next full ``diff``."""
+    touched = frozenset(domids)
+    events = _domains(prev, new, touched)
+    mine = [v for d in touched for v in new.domain_at(d).vcpus]
+    part = DiffMemory(memory.node_band,
+                      frozenset(k for k in memory.busy if k[0] in touched),
+                      {k: r for k, r in memory.rates.items() if k[0] in touched},
+                      {k: m for k, m in memory.off.items() if k[0] in touched})
+    busy, rates, vcpu_events = _vcpu_loads(mine, part)
+    off, off_events = _off_node(mine, part.off, poll_s)
+    keep_rates = {k: r for k, r in memory.rates.items() if k[0] not in touched}
+    keep_rates.update(rates)
+    keep_off = {k: m for k, m in memory.off.items() if k[0] not in touched}
+    keep_off.update(off)
+    return events + vcpu_events + off_events, DiffMemory(
+        memory.node_band, frozenset(k for k in memory.busy if k[0] not in touched) | busy,
+        keep_rates, keep_off)
+
+
+def _domains(
+    prev: HostView | None, new: HostView, only: frozenset[int] | None = None
+) -> list[Event]:
+    def keyed(view: HostView) -> dict[tuple[int, str], DomainView]:
+        if only is None:
+            return {(d.domid, d.uuid): d for d in view.domains}
+        found = (view.domain_by_id.get(i) for i in only)
+        return {(d.domid, d.uuid): d for d in found if d is not None}
+
+    before = keyed(prev) if prev is not None else {}
+    after = keyed(new)
     out: list[Event] = []
     for key in sorted(before.keys() - after.keys()):
         d = before[key]
@@ -108,12 +141,12 @@ def _nodes(new: HostView, old: Mapping[int, int]) -> tuple[dict[int, int], list[
 
 
 def _vcpu_loads(
-    new: HostView, memory: DiffMemory
+    vcpus: Iterable[VcpuView], memory: DiffMemory
 ) -> tuple[frozenset[VcpuKey], dict[VcpuKey, float], list[Event]]:
     busy: set[VcpuKey] = set()
     rates: dict[VcpuKey, float] = {}
     out: list[Event] = []
-    for v in new.vcpus:
+    for v in vcpus:
         key = (v.domid, v.id)
         rates[key] = v.demand
         was = key in memory.busy
@@ -127,11 +160,11 @@ def _vcpu_loads(
 
 
 def _off_node(
-    new: HostView, old: Mapping[VcpuKey, OffMark], poll_s: float
+    vcpus: Iterable[VcpuView], old: Mapping[VcpuKey, OffMark], poll_s: float
 ) -> tuple[dict[VcpuKey, OffMark], list[Event]]:
     marks: dict[VcpuKey, OffMark] = {}
     out: list[Event] = []
-    for v in new.vcpus:
+    for v in vcpus:
         if v.off_since is None:
             continue
         key = (v.domid, v.id)

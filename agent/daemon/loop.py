@@ -5,6 +5,16 @@
         -> per event: decide (pure) -> decisions, recorded -> actions, in order
         -> review: settle windows, sustained narrowings, leftover pins
 
+A wake-up about a few domains (``@introduceDomain``/``@releaseDomain``: the
+domain list may have changed) or about an extension's events (a placement
+request) takes a quick pass instead of a full scan: the domain list, then only
+the domains that changed looked at (``Observer.observe_domains``), patched
+into the last snapshot (``agent.state.patch_domains``) and diffed
+(``diff_domains``), and the rules decide at once. More than
+``QUICK_MAX_DOMAINS`` changed (a burst), dom0 changed, or no snapshot yet: a
+full scan instead. Full scans stay for the poll, the tick and a resync, and
+follow every burst interval while a burst lasts.
+
 Extensions (``hooks``, ``agent.daemon.hooks``) add to this: placement requests
 (socket, xenstore) become events and ``domain.place`` actions; dom0's backends
 join each observation and ``backend.pin`` actions bind them.
@@ -23,9 +33,10 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -33,7 +44,7 @@ from agent.audit.writer import AuditWriter, flush_periodically
 from agent.daemon import sources
 from agent.daemon.actions import Actions, Pending
 from agent.daemon.config import AgentConfig
-from agent.daemon.diff import DOMAIN_EVENTS, DiffMemory, diff
+from agent.daemon.diff import DOMAIN_EVENTS, DiffMemory, diff, diff_domains
 from agent.daemon.fixup import Fixer, FixupPolicy
 from agent.daemon.hooks import AgentHooks, handlers_of
 from agent.daemon.observe import Observer
@@ -42,26 +53,32 @@ from agent.daemon.recorder import Recorder
 from agent.daemon.retry import RetryPolicy
 from agent.daemon.soft import SoftSetter
 from agent.hypervisor.interface import Hypervisor
+from agent.hypervisor.model import DomainInfo, DomainState
 from agent.journal import PinJournal
 from agent.rules import Memory, ReloadResult, RuleReloader, decide, make_event
 from agent.rules.events import Event
 from agent.sdnotify import Notifier, watchdog_pinger
-from agent.sim.run import AgentReport
-from agent.state import HostView, build_state
+from agent.state import HostView, Observation, build_state, patch_domains
 from agent.telemetry.agent_metrics import AgentMetrics
 from agent.telemetry.prometheus import write_textfile
 from agent.xenstore.client import Client, ConnectionLost, WatchLost, open_client
 from agent.xenstore.transport import Transport
 from agent.xenstore.wire import XenstoreError
 
+if TYPE_CHECKING:  # the simulator's module: a real host's agent does not import it
+    from agent.sim.run import AgentReport
+
 log = logging.getLogger("xnuma.agent")
 
 METRICS_EVERY_S = 15.0  # textfile refresh; node_exporter reads it about as often
+QUICK_MAX_DOMAINS = 8  # more changed at once than this: a burst, for a full scan
+QUICK_SPACING_S = 0.025  # quick passes at most this often (a storm folds into fewer)
 
 
 @dataclass(slots=True)
 class LoopStats:
-    scans: int = 0
+    scans: int = 0  # full scans
+    quick: int = 0  # quick passes (a few domains, or an extension's events)
     events: int = 0
     decisions: int = 0
     max_batch: int = 0  # most actions decided in one scan
@@ -116,6 +133,9 @@ class Agent:
         self._stop: trio.Event | None = None
         self._memory = Memory()
         self._diff = DiffMemory()
+        # The last observation without its vCPUs (the snapshot has them): the base of
+        # the quick passes' observations.
+        self._frame: Observation | None = None
         self._misplaced: frozenset[tuple[int, int]] = frozenset()
         chained = rules.on_reload
 
@@ -139,6 +159,8 @@ class Agent:
 
     def report(self) -> AgentReport:
         """Actions carried out by type, and pins (temporary or sustained) not restored."""
+        from agent.sim.run import AgentReport
+
         held = len(self.keeper.held) if self.keeper is not None else len(
             self.journal.outstanding())
         return AgentReport(self.recorder.action_counts(), held)
@@ -181,9 +203,17 @@ class Agent:
                 signals.post(sources.SCAN)
                 with trio.CancelScope() as loop_scope:
                     nursery.start_soon(self._wait_stop, loop_scope)
-                    last = -float("inf")
+                    last = last_quick = -float("inf")
                     while True:
                         kinds = await signals.receive()
+                        if not kinds & sources.FULL:
+                            # Quick passes spaced too: in a storm they fold up as well.
+                            await trio.sleep_until(last_quick + QUICK_SPACING_S)
+                            kinds |= signals.drain()
+                        if not kinds & sources.FULL:
+                            last_quick = trio.current_time()
+                            if await self._quick(kinds, observer, actions, keeper, burst):
+                                continue
                         # At most one scan per burst interval: wake-ups arriving
                         # meanwhile (a storm of watch events) fold into the next one.
                         await trio.sleep_until(last + cfg.burst_interval_s)
@@ -232,7 +262,7 @@ class Agent:
         """The extensions' own tasks, on a xenstore client of their own. Without
         xenstore, or once it is lost, they go on without it (the placement socket,
         backends found by name), as the agent goes on polling."""
-        wake = partial(signals.post, sources.SCAN)
+        wake = partial(signals.post, sources.EVENTS)
         started = False
 
         async def start_all(xs: Client | None) -> None:
@@ -299,23 +329,10 @@ class Agent:
         events += extra
         if sources.TICK in kinds:
             events.append(make_event("tick"))
-        ruleset = self.rules.current
-        batch: list[Pending] = []
-        for event in events:
-            event_seq = self.recorder.event(event, view)
-            decisions, self._memory = decide(view, event, view.now, ruleset, self._memory)
-            for d in decisions:
-                seq = self.recorder.decision(d, ruleset, view, event_seq,
-                                             forced_dry_run=self.config.dry_run)
-                if d.acts and not self.config.dry_run:
-                    batch.append(Pending(d, seq))
-            if self.metrics is not None:
-                self.metrics.observe_event_lag(trio.current_time() - start)
+        self._frame = replace(obs, vcpus=(), memory_kib={}, demand=None)
+        batch = self._decide(events, view, view.now, start)
         self._count_episodes(view)
         self.stats.scans += 1
-        self.stats.events += len(events)
-        self.stats.decisions += len(batch)
-        self.stats.max_batch = max(self.stats.max_batch, len(batch))
         self.view = view
         await actions.run(batch, view)
         await fixer.review(view)
@@ -324,6 +341,71 @@ class Agent:
         self.stats.pins_made = keeper.made
         self.stats.max_pins = max(self.stats.max_pins, len(keeper.held))
         self._update_metrics(view, keeper)
+
+    async def _quick(
+        self, kinds: frozenset[str], observer: Observer, actions: Actions, keeper: PinKeeper,
+        burst: sources.Burst,
+    ) -> bool:
+        """A quick pass for ``kinds`` (``DOMAINS``, ``EVENTS``) against the last
+        snapshot; False (nothing done) when it takes a full scan instead."""
+        previous, frame = self.view, self._frame
+        if previous is None or frame is None:
+            return False
+        start = trio.current_time()
+        touched: frozenset[int] = frozenset()
+        obs = replace(frame, time=observer.clock())
+        if sources.DOMAINS in kinds:
+            domains = await observer.domains()
+            touched = changed_domains(previous, domains)
+            if len(touched) > QUICK_MAX_DOMAINS or 0 in touched:
+                return False
+            if touched:
+                obs = await observer.observe_domains(domains, touched, frame, keeper.pinned())
+            else:
+                obs = replace(obs, domains=tuple(domains))
+        extra: list[Event] = []
+        for h in self.hooks:
+            obs, more = await h.augment(obs)
+            extra += more
+        self._frame = replace(obs, vcpus=(), memory_kib={}, demand=None)
+        view, events = previous, list[Event]()
+        if touched:
+            view = patch_domains(previous, obs, touched)
+            events, self._diff = diff_domains(previous, view, self._diff, touched,
+                                              self.config.poll_interval_s)
+            if any(e.type in DOMAIN_EVENTS for e in events):
+                burst.start(self.config.burst_s)  # full scans follow it up
+            self.stats.off_node_episodes += sum(
+                1 for d in touched for v in view.domain_at(d).vcpus if v.off_since == obs.time)
+        batch = self._decide(events + extra, view, obs.time, start)
+        self.stats.quick += 1
+        self.view = view
+        await actions.run(batch, view)
+        for h in self.hooks:
+            h.after_scan()
+        self.stats.pins_made = keeper.made
+        self.stats.max_pins = max(self.stats.max_pins, len(keeper.held))
+        return True
+
+    def _decide(self, events: list[Event], view: HostView, now: float, start: float
+                ) -> list[Pending]:
+        """Every event through the rules at ``now``, recorded; the decisions to act on."""
+        ruleset = self.rules.current
+        batch: list[Pending] = []
+        for event in events:
+            event_seq = self.recorder.event(event, view)
+            decisions, self._memory = decide(view, event, now, ruleset, self._memory)
+            for d in decisions:
+                seq = self.recorder.decision(d, ruleset, view, event_seq,
+                                             forced_dry_run=self.config.dry_run)
+                if d.acts and not self.config.dry_run:
+                    batch.append(Pending(d, seq))
+            if self.metrics is not None:
+                self.metrics.observe_event_lag(trio.current_time() - start)
+        self.stats.events += len(events)
+        self.stats.decisions += len(batch)
+        self.stats.max_batch = max(self.stats.max_batch, len(batch))
+        return batch
 
     def _count_episodes(self, view: HostView) -> None:
         misplaced = frozenset((v.domid, v.id) for v in view.vcpus if v.misplaced)
@@ -344,3 +426,17 @@ class Agent:
         if self.keeper is None:
             return {TEMPORARY: 0, SUSTAINED: 0}
         return {TEMPORARY: self.keeper.count(TEMPORARY), SUSTAINED: self.keeper.count(SUSTAINED)}
+
+
+def changed_domains(view: HostView, domains: Sequence[DomainInfo]) -> frozenset[int]:
+    """Domids of ``domains`` (the list now) that ``view`` does not hold as they are
+    (new, reused, paused or unpaused), and of ``view``'s domains that are gone."""
+    out: set[int] = set()
+    for d in domains:
+        seen = view.domain_by_id.get(d.domid)
+        if seen is None or seen.uuid != d.uuid or (seen.state == "paused") != (
+                d.state is DomainState.PAUSED):
+            out.add(d.domid)
+    listed = {d.domid for d in domains}
+    out.update(k for k in view.domain_by_id if k not in listed)
+    return frozenset(out)

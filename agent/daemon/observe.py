@@ -18,7 +18,7 @@ estimates across polls:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import trio
 
@@ -53,6 +53,18 @@ class DemandEstimator:
             out[(v.domid, v.vcpu)] = value
         self._avg = seen
         return out
+
+    def update_some(self, domains: list[DomainInfo], vcpus: list[VcpuInfo],
+                    domids: frozenset[int]) -> dict[VcpuKey, float]:
+        """``update`` for the domains ``domids`` only (``vcpus`` are theirs); every
+        other vCPU's average is kept."""
+        uuid = {d.domid: d.uuid for d in domains if d.domid in domids}
+        kept = {k: a for k, a in self._avg.items() if k[0] not in domids}
+        self._avg = {k: a for k, a in self._avg.items() if k[0] in domids}
+        try:
+            return self.update([d for d in domains if d.domid in uuid], vcpus)
+        finally:
+            self._avg.update(kept)
 
 
 @dataclass(slots=True)
@@ -122,6 +134,40 @@ class Observer:
             demand=self.demand.update(domains, vcpus),
             pool_cpus=self.pools.update(domains, vcpus),
         )
+
+    async def domains(self) -> list[DomainInfo]:
+        """The domain list now (one hypervisor call)."""
+        return await self.hv.domains()
+
+    async def observe_domains(
+        self, domains: list[DomainInfo], domids: frozenset[int], base: Observation,
+        agent_pinned: frozenset[VcpuKey] = frozenset(),
+    ) -> Observation:
+        """A look at the domains ``domids`` only, for ``agent.state.patch_domains``:
+        ``domains`` (the list now), their vCPUs, the memory of those never measured,
+        and the topology afresh (free memory moves as domains come and go); the rest
+        as in ``base`` (an earlier observation). A domain gone meanwhile has no vCPUs."""
+        topology = self._topology = await self.hv.topology()
+        self._topology_at = now = self.clock()
+        vcpus: list[VcpuInfo] = []
+        mine = [d for d in domains if d.domid in domids]
+        memory: dict[int, tuple[int, ...]] = {}
+        for d in mine:
+            try:
+                vcpus += await self.hv.vcpus(d.domid)
+            except NoSuchDomain:
+                continue
+            if (d.domid, d.uuid) not in self._measured:
+                try:
+                    memory[d.domid] = await self.hv.memory_per_node(d.domid)
+                    self._measured[(d.domid, d.uuid)] = now
+                except HypervisorError:
+                    pass  # gone meanwhile, or not now: the next full poll measures it
+        self.pools.update(mine, vcpus)
+        return replace(base, time=now, topology=topology, domains=tuple(domains),
+                       vcpus=tuple(vcpus), memory_kib=memory, agent_pinned=agent_pinned,
+                       demand=self.demand.update_some(domains, vcpus, domids),
+                       pool_cpus=self.pools.update([], []), run_rates=None)
 
     async def _memory(self, domains: list[DomainInfo], now: float) -> dict[int, tuple[int, ...]]:
         live = {(d.domid, d.uuid) for d in domains}

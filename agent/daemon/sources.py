@@ -1,17 +1,22 @@
 """Event sources as trio tasks, feeding one bounded channel that coalesces.
 
 What reaches the agent's loop is a *wake-up*, not an event: ``SCAN`` (look at
-the host now), ``TICK`` (the rules' periodic tick, after a scan) or ``RESYNC``
-(watch events were lost, to a reconnect or an overflowing buffer: a full scan,
-whose diff against the last snapshot finds whatever they would have said).
+the whole host now), ``TICK`` (the rules' periodic tick, after a scan),
+``RESYNC`` (watch events were lost, to a reconnect or an overflowing buffer: a
+full scan, whose diff against the last snapshot finds whatever they would have
+said), ``DOMAINS`` (the domain list may have changed: a quick look at the
+domains that did, against the last snapshot) or ``EVENTS`` (an extension has
+events queued, a placement request say: decided against the last snapshot).
 The events themselves come from diffing the scans (``diff``). A wake-up already
 waiting in the channel is not queued again, so a thousand ``@introduceDomain``
-watch events cost one rescan, not a thousand; the channel never holds more than
-one wake-up of each kind.
+watch events cost a few passes, not a thousand; the channel never holds more
+than one wake-up of each kind.
 
-- ``watch_xenstore``: ``@introduceDomain``, ``@releaseDomain`` and dom0's
-  backend subtree; each change asks for a scan and starts a burst; a lost and
-  re-made connection (or an overflowed watch buffer) asks for a resync;
+- ``watch_xenstore``: ``@introduceDomain`` and ``@releaseDomain``; each change
+  asks for a quick look at the domains and starts a burst (full scans every
+  burst interval for a while); a lost and re-made connection (or an overflowed
+  watch buffer) asks for a resync. dom0's backend subtree is the backend
+  extension's to watch (``agent.backends.hooks``), not this one's;
 - ``poll``: a scan every poll interval, every burst interval during a burst;
 - ``tick``: the tick.
 """
@@ -31,9 +36,12 @@ log = logging.getLogger("xnuma.sources")
 SCAN = "scan"
 TICK = "tick"
 RESYNC = "resync"
-KINDS = (SCAN, TICK, RESYNC)
+DOMAINS = "domains"
+EVENTS = "events"
+KINDS = (SCAN, TICK, RESYNC, DOMAINS, EVENTS)
+FULL = frozenset({SCAN, TICK, RESYNC})  # these need a full scan; the others a quick pass
 
-WATCHED = ("@introduceDomain", "@releaseDomain", "/local/domain/0/backend")
+WATCHED = ("@introduceDomain", "@releaseDomain")
 
 
 @dataclass(slots=True)
@@ -158,6 +166,6 @@ async def _watch_one(
                 signals.post(RESYNC)
                 burst.start(burst_s)
             elif not first:  # the registration event says nothing happened
-                signals.post(SCAN)
+                signals.post(DOMAINS)
                 burst.start(burst_s)
             first = False
