@@ -331,7 +331,8 @@ class Credit2:
                 self._runq_insert(v)
                 self._runq_tickle(v, now)
                 return
-        self._update_load(v.rqd, v, -1, now)
+        self._update_runq_load(v.rqd, -1, now)
+        self._update_svc_load(v, -1, now)
 
     def move(self, v: Vcpu, cpu: int) -> None:
         """csched2_unit_migrate."""
@@ -432,13 +433,13 @@ class Credit2:
                 else:
                     aff = new.hard
                 aff &= online
-                i = test_or_cycle(cpu, rqd.smt_idle & aff)
-                if i >= 0:
-                    ipid = i
+                m = rqd.smt_idle & aff
+                if m:
+                    ipid = test_or_cycle(cpu, m)
                     break
-                i = test_or_cycle(cpu, rqd.idle & ~rqd.tickled & aff)
-                if i >= 0:
-                    ipid = i
+                m = rqd.idle & ~rqd.tickled & aff
+                if m:
+                    ipid = test_or_cycle(cpu, m)
                     break
             if ipid < 0:
                 best = 0
@@ -596,7 +597,13 @@ class Credit2:
             rqd.tickled &= ~bit
             self._smt_idle_set(cpu, rqd.idle & ~rqd.tickled, rqd)
         if prev is not None:
-            self._burn(rqd, prev, now)
+            delta = now - prev.start_time  # burn_credits(rqd, prev, now), inlined
+            if delta > 0:
+                val, prev.residual = divmod(delta * rqd.max_weight + prev.residual,
+                                            prev.dom.weight)
+                credit = prev.credit - val
+                prev.credit = credit if credit > CREDIT_MIN else CREDIT_MIN
+                prev.start_time = now
         snext = self._runq_candidate(rqd, prev, cpu, now)
         if snext is not prev and prev is not None and not prev.pflags:
             prev.flags |= F_DELAYED_RUNQ_ADD
@@ -605,7 +612,8 @@ class Credit2:
                 self._runq_remove(snext)
                 snext.flags |= F_SCHEDULED
             else:
-                self._update_load(rqd, snext, 0, now)
+                self._update_runq_load(rqd, 0, now)
+                self._update_svc_load(snext, 0, now)
             if rqd.idle & bit:
                 rqd.idle &= ~bit
                 sibs = self.sibling[cpu]
@@ -625,7 +633,8 @@ class Credit2:
             if not rqd.idle & bit:
                 rqd.idle |= bit
                 self._smt_idle_set(cpu, rqd.idle & ~rqd.tickled, rqd)
-            self._update_load(rqd, None, 0, now)
+            self._update_runq_load(rqd, 0, now)
+            return None, -1, False
         return snext, self._runtime(rqd, snext, now), False
 
     def _runq_candidate(self, rqd: Runq, scurr: Vcpu | None, cpu: int, now: int) -> Vcpu | None:
