@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import trio
 import trio.testing
 
+from agent.daemon.actions import Actions
 from agent.daemon.hard import SET_HARD, HardSetter
 from agent.daemon.loop import Agent
 from agent.daemon.observe import Observer
@@ -28,6 +29,7 @@ from agent.daemon.simhost import AgentRun, run_with_agent, sim_config
 from agent.hypervisor.model import CpuSet, DomainInfo, Topology, VcpuInfo
 from agent.journal import DomainKey, PinJournal
 from agent.rules.actions import SetHardAffinity
+from agent.rules.decide import Decision, Outcome
 from agent.sim.backend import SimHypervisor
 from agent.sim.engine import SimHost
 from agent.sim.run import Runner
@@ -296,3 +298,49 @@ def test_bad_targets_at_run_time_are_recorded_as_skipped(tmp_path: Path) -> None
     assert errors == ["no node 7 on this host", "nodes node id -1 is negative",
                       "duration_s must be >= 0; got -3", "no such domain any more"]
     assert keeper.held == {}
+
+
+class Slow(SimHypervisor):
+    """A hypervisor whose second affinity call hangs (a wedged xl)."""
+
+    calls = 0
+
+    async def set_vcpu_affinity(
+        self, domid: int, vcpu: int, hard: CpuSet | None, soft: CpuSet | None
+    ) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            await trio.sleep(1000.0)
+        await super().set_vcpu_affinity(domid, vcpu, hard, soft)
+
+
+def test_an_action_cut_off_by_its_bound_still_ends_its_pins(tmp_path: Path) -> None:
+    host, _, _, _, _ = setup(tmp_path)
+    hv = Slow(host)
+    recorder = Recorder(keep=True)
+    keeper = PinKeeper(hv, PinJournal(tmp_path / "slow.journal"), recorder)
+    setter = HardSetter(keeper, recorder)
+    acts = Actions(cast(Any, None), cast(Any, None), recorder, hard=setter)
+
+    async def main() -> None:
+        view = build_state(await Observer(hv).observe(), None)
+        a = next(d for d in view.domains if d.name == "A")
+        action = SetHardAffinity(a.domid, frozenset({0}), 100.0)
+        assert acts.bound_s(action, view) == 30.0 * 2 + 5.0 * 2
+        start = trio.current_time()
+        await acts.run_one(Decision("r", ("domain", a.domid), Outcome.ACT, action), None, view)
+        assert trio.current_time() - start == 70.0
+        # Both pins are held (the second may have happened): journalled, and due at 100 s.
+        assert sorted(keeper.held) == [(a.domid, 0), (a.domid, 1)]
+        await setter.expire(view)
+        assert len(keeper.held) == 2  # not yet
+        await trio.sleep(30.0)
+        await setter.expire(view)
+        assert keeper.held == {} and setter.until == {}
+        assert list(host.effective_hard(a.domid)) == [ALL, ALL]
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    kept = recorder.kept
+    assert kept is not None
+    [record] = [b for _, b in kept if b.get("type") == "domain.set_hard"]
+    assert record["outcome"] == "failed" and record["error"] == "did not finish within 70 s"

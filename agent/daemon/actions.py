@@ -34,6 +34,7 @@ Handler = Callable[[Action, int | None, HostView], Awaitable[str]]
 
 # Seconds an action may take beyond its own timeout: a few hypervisor calls, retried.
 CALL_MARGIN_S = 30.0
+PER_VCPU_S = 5.0  # more for an action that changes every vCPU of a domain
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,9 +67,13 @@ class Actions:
         self.clock = clock
         self.done = 0
 
-    def bound_s(self, action: Action) -> float:
+    def bound_s(self, action: Action, view: HostView | None = None) -> float:
         if isinstance(action, VcpuFixup | VcpuSwap):
             return action.timeout_s + CALL_MARGIN_S
+        if isinstance(action, SetHardAffinity) and view is not None:
+            # One or two calls per vCPU (xl vcpu-pin took up to 2.3 s each on the testbed).
+            dom = view.domain_by_id.get(action.domid)
+            return CALL_MARGIN_S * 2 + PER_VCPU_S * (dom.vcpu_count if dom is not None else 0)
         return CALL_MARGIN_S * 2
 
     async def run(self, batch: list[Pending], view: HostView) -> None:
@@ -96,13 +101,14 @@ class Actions:
         if isinstance(action, Note):
             return  # the decision record says it all
         start = self.clock()
-        with trio.move_on_after(self.bound_s(action)) as scope:
+        bound = self.bound_s(action, view)
+        with trio.move_on_after(bound) as scope:
             await self._dispatch(action, seq, view)
         if scope.cancelled_caught and not isinstance(action, VcpuFixup | VcpuSwap):
             # (fixups and swaps record their own outcome, cut off or not)
             self.recorder.action(action.TYPE, action_record(action),
                                  subject_of(decision.subject, view), "failed",
-                                 error=f"did not finish within {self.bound_s(action):g} s",
+                                 error=f"did not finish within {bound:g} s",
                                  duration=self.clock() - start, decision_seq=seq)
         self.done += 1
 
