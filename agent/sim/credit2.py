@@ -180,15 +180,14 @@ class Credit2:
     def _update_runq_load(self, rqd: Runq, change: int, now: int) -> None:
         now >>= GRAN_SHIFT
         load = rqd.load
-        if rqd.load_last + (1 << W) < now:
+        last = rqd.load_last
+        if last + (1 << W) < now:
             rqd.avgload = rqd.b_avgload = load << P
-        else:
-            delta = now - rqd.load_last
-            if delta < 0:
-                delta = 0
-            lp = delta * (load << P)
-            rqd.avgload += (lp >> W) - ((delta * rqd.avgload) >> W)
-            rqd.b_avgload += (lp >> W) - ((delta * rqd.b_avgload) >> W)
+        elif last < now:  # (no time passed: nothing to average)
+            delta = now - last
+            lp = (delta * (load << P)) >> W
+            rqd.avgload += lp - ((delta * rqd.avgload) >> W)
+            rqd.b_avgload += lp - ((delta * rqd.b_avgload) >> W)
         rqd.load = load + change
         rqd.load_last = now
 
@@ -200,12 +199,11 @@ class Credit2:
         else:
             unit_load = 0 if svc.pflags else 1
         now >>= GRAN_SHIFT
-        if svc.load_last + (1 << W) < now:
+        last = svc.load_last
+        if last + (1 << W) < now:
             svc.avgload = unit_load << P
-        else:
-            delta = now - svc.load_last
-            if delta < 0:
-                delta = 0
+        elif last < now:
+            delta = now - last
             svc.avgload += ((delta * (unit_load << P)) >> W) - ((delta * svc.avgload) >> W)
         svc.load_last = now
 
@@ -531,11 +529,21 @@ class Credit2:
         max_delta_rqd: Runq | None = None
         load_delta = 0
         last = lrqd
+        t = now >> GRAN_SHIFT
         for orqd in self.rqds:
             last = orqd  # st.orqd keeps the last runqueue looked at
             if orqd is lrqd:
                 continue
-            self._update_runq_load(orqd, 0, now)
+            # self._update_runq_load(orqd, 0, now), inlined: every runqueue, every time.
+            ll = orqd.load_last
+            if ll + (1 << W) < t:
+                orqd.avgload = orqd.b_avgload = orqd.load << P
+            elif ll < t:
+                d = t - ll
+                lp = (d * (orqd.load << P)) >> W
+                orqd.avgload += lp - ((d * orqd.avgload) >> W)
+                orqd.b_avgload += lp - ((d * orqd.b_avgload) >> W)
+            orqd.load_last = t
             delta = abs(lrqd.b_avgload - orqd.b_avgload)
             if delta > load_delta:
                 load_delta = delta
