@@ -112,14 +112,16 @@ def main() -> None:
           f"goal: >= {GOAL:g} simulated s per CPU s")
     print(f"load average before: {_load()}")
     print(f"{'scheduler':9} {'mix':18} {'sim s/wall s':>12} {'sim s/cpu s':>11} "
-          f"{'events':>9} {'events/sim s':>12} {'build s':>7}  goal")
+          f"{'events':>9} {'events/sim s':>12} {'cpu us/event':>12} {'build s':>7}  goal")
     for sched in scheds:
         for mix in mixes:
             per_wall, per_cpu, events, built = run(sched, mix, args.seconds)
             label = f"{mix} ({MIX_LABEL[mix]})"
             met = "met" if per_cpu >= GOAL else "not met"
+            us_per_event = args.seconds / per_cpu / events * 1e6 if events else 0.0
             print(f"{sched:9} {label:18} {per_wall:12.1f} {per_cpu:11.1f} {events:9d} "
-                  f"{events / args.seconds:12.0f} {built:7.2f}  {met}", flush=True)
+                  f"{events / args.seconds:12.0f} {us_per_event:12.1f} {built:7.2f}  {met}",
+                  flush=True)
     print(f"load average after: {_load()}")
 
 
