@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 
+from agent.fairness import fair_shares
 from agent.hypervisor.model import (
     CpuSet,
     DomainInfo,
@@ -168,6 +169,9 @@ class DomainView:
     first_seen: float = field(default=0.0, repr=False)
     boot_soft: frozenset[int] = field(default=frozenset(), repr=False)
     memory_per_node_mib: tuple[int, ...] = field(default=(), repr=False)
+    # its weight-fair share of its pool / its demand (1 while the pool has room for
+    # every domain's demand): the part of each vCPU's demand the model counts.
+    fair_scale: float = field(default=1.0, repr=False)
 
 
 @dataclass(slots=True, eq=False)
@@ -261,6 +265,25 @@ class NodeBalance:
 # cannot serve; rounding to whole vCPUs: up to half a vCPU of slack.
 _SLACK_VCPU = 0.5
 
+
+def fair_demand(v: VcpuView) -> float:
+    """The part of the vCPU's demand its domain's weight-fair share covers."""
+    return v.demand * v.domain.fair_scale
+
+
+def _fair_scales(domains: list[DomainView], capacity: int) -> dict[int, float]:
+    """Per domain of one pool: weight-fair share / demand, where the pool is overcommitted.
+
+    Weights are not observed (the Hypervisor interface has none): all domains count
+    as equal, xl's default (256 each). credit1 and credit2 then give each domain the
+    same share of the pool, capped at its demand.
+    """
+    wants = {d.domid: d.demand for d in domains if d.demand > 0}
+    if sum(wants.values()) <= capacity:
+        return {}
+    shares = fair_shares(float(capacity), wants)
+    return {domid: shares[domid] / demand for domid, demand in wants.items()}
+
 Flows = dict[tuple[str, int, int], float]  # (pool, home node, other node) -> pCPUs
 
 
@@ -272,6 +295,15 @@ def _balance(
     The most useful work a pool can do puts each node's own vCPUs on it up to
     its pCPUs, and the overflow on other nodes' spare pCPUs, nearest first (a
     remote vCPU does less work than a local one, but more than a queued one).
+
+    Within weight-fair shares: where the pool cannot give every domain its demand,
+    the scheduler owes each its fair share (``agent.fairness``), across nodes, so
+    the spill is worked out on fair demand (each vCPU's demand x its domain's
+    ``fair_scale``). A node whose own domains would take more than their fair
+    share keeps only that, and the rest of its pCPUs is room for other nodes'
+    overflow: the agent must not buy locality by starving a domain. Where the
+    pool has room for all (no domain held below its demand), nothing changes.
+    ``NodeBalance.home_demand`` stays the full demand (a node still overflows).
     """
     node_ids = sorted(n.id for n in topo.nodes)
     nearest = {h: sorted((m for m in node_ids if m != h), key=lambda m: (_dist(topo, h, m), m))
@@ -281,13 +313,19 @@ def _balance(
     for pool in sorted({v.domain.pool for v in vcpus}):
         cpus = pool_cpus.get(pool, topo.all_cpus)
         cap = {n.id: len(n.cpus & cpus) for n in topo.nodes}
+        members = {id(v.domain): v.domain for v in vcpus if v.domain.pool == pool}
+        scales = _fair_scales(list(members.values()), sum(cap.values()))
+        for dom in members.values():
+            dom.fair_scale = scales.get(dom.domid, 1.0)
         demand = dict.fromkeys(node_ids, 0.0)
+        fair = dict.fromkeys(node_ids, 0.0)
         for v in vcpus:
             if v.domain.pool == pool and v.home_node in demand:
                 demand[v.home_node] += v.demand
-        spare = {n: max(cap[n] - demand[n], 0.0) for n in node_ids}
+                fair[v.home_node] += fair_demand(v)
+        spare = {n: max(cap[n] - fair[n], 0.0) for n in node_ids}
         for h in node_ids:
-            over = demand[h] - cap[h]
+            over = fair[h] - cap[h]
             spill = 0.0
             for m in nearest[h]:
                 if over <= 0:
@@ -311,7 +349,8 @@ def _dist(topo: Topology, a: int, b: int) -> int:
 
 def _mark_misplaced(vcpus: list[VcpuView], flows: Flows) -> None:
     """Set ``misplaced`` on each busy vCPU off its home node beyond the spill the
-    model allows its home's overflow on that node: there it costs work."""
+    model allows its home's overflow on that node: there it costs work (or takes
+    a pCPU another node's domains are due). Each counts its ``fair_demand``."""
     busy = (VcpuState.RUNNING.value, VcpuState.RUNNABLE.value)
     used: Flows = {}
     for v in vcpus:
@@ -321,8 +360,10 @@ def _mark_misplaced(vcpus: list[VcpuView], flows: Flows) -> None:
             continue
         key = (v.domain.pool, v.home_node, v.node)
         taken = used.get(key, 0.0)
-        if taken + v.demand <= flows.get(key, 0.0) + _SLACK_VCPU:
-            used[key] = taken + v.demand
+        wants = fair_demand(v)
+        # half a vCPU of slack, of a vCPU that counts for its fair part only
+        if taken + wants <= flows.get(key, 0.0) + _SLACK_VCPU * v.domain.fair_scale:
+            used[key] = taken + wants
         else:
             v.misplaced = True
 
@@ -538,6 +579,8 @@ def _build_domain(
         soft_memory_share=_share(mem_on(soft_nodes), total),
         demand=0.0, locality=0.0, off_node_vcpus=0, age_s=obs.time - first_seen,
         first_seen=first_seen, boot_soft=boot_soft, memory_per_node_mib=memory,
+        # the pool's last split until _balance works it out again (patch_domains keeps it)
+        fair_scale=prev.fair_scale if prev is not None else 1.0,
     )
     paused = info.state is DomainState.PAUSED
     for v in vinfos:

@@ -3,11 +3,19 @@
 A vCPU off its home node is ``misplaced`` only where that costs work: its home
 has room, or the pCPU it takes is wanted by that node's own vCPUs. The seed's
 phases are the cases: B spilling onto A's idle node is right (A paused), the
-same B vCPUs are wrong once A wants its node back.
+same B vCPUs are wrong once A wants its node back and can use it whole.
+
+Within weight-fair shares: where the pool cannot give every domain its demand,
+a node's own domains are due their fair share only, and the rest of the node is
+room for other nodes' overflow (the seed's first phase: A, B and C each due a
+third of the pool, so B and C may use a third of A's node).
 """
 
 from __future__ import annotations
 
+import pytest
+
+from agent.daemon.fixup import spill_room
 from agent.hypervisor.model import (
     DomainInfo,
     DomainState,
@@ -83,22 +91,77 @@ def test_spill_onto_an_idle_node_is_justified() -> None:
 
 
 def test_the_same_spill_is_misplaced_once_its_node_is_wanted() -> None:
-    # "A back": node 0's own vCPUs want it whole; B's vCPUs there cost work.
+    # A back, and B alone on node 1: the pool has room for both, so node 0's own
+    # vCPUs are due it whole; B's vCPUs there cost work, as do A's on node 1.
     h = Host(topo())
     h.add(1, home=0, on=[0, 0, 1, 1])  # two of A's on node 1 as well
     h.add(2, home=1, on=[0, 0, 1, 1])
+    view = h.view()
+    assert misplaced(view) == {(1, 2), (1, 3), (2, 0), (2, 1)}
+    assert {d.fair_scale for d in view.domains} == {1.0}
+
+
+def test_an_overcommitted_pool_spills_up_to_the_fair_shares() -> None:
+    # "A back" in small: A, B, C want 4 pCPUs each of 8; each is due 8/3. Node 0's
+    # own domain (A) is due 8/3 of its 4 pCPUs: 4/3 are room for B's and C's overflow,
+    # where B's two vCPUs (2/3 of a pCPU each, their fair part) fit. A's vCPUs on node 1
+    # still cost work: A's share fits its own node.
+    h = Host(topo())
+    h.add(1, home=0, on=[0, 0, 1, 1])
+    h.add(2, home=1, on=[0, 0, 1, 1])
     h.add(3, home=1, on=[1, 1, 1, 1])
-    assert misplaced(h.view()) == {(1, 2), (1, 3), (2, 0), (2, 1)}
+    view = h.view()
+    assert misplaced(view) == {(1, 2), (1, 3)}
+    assert [round(d.fair_scale, 4) for d in view.domains] == [0.6667] * 3
+    assert view.flows[("Pool-0", 1, 0)] == pytest.approx(4 / 3)
+    b = view.balance[("Pool-0", 1)]
+    assert (b.home_demand, b.overflow) == (8.0, 4.0)  # node 1 still overflows
+
+
+def test_a_third_vcpu_beyond_the_fair_spill_is_misplaced() -> None:
+    # The seed's first phase in small: A at home on node 0; B's and C's overflow may
+    # take 4/3 pCPUs of it (two vCPUs at 2/3); a third one there is beyond that.
+    h = Host(topo())
+    h.add(1, home=0, on=[0, 0, 0, 0])
+    h.add(2, home=1, on=[0, 0, 0, 1])
+    h.add(3, home=1, on=[1, 1, 1, 1])
+    assert misplaced(h.view()) == {(2, 2)}
+
+
+def test_starving_the_overflow_leaves_room_that_relaxes_its_narrowings() -> None:
+    # What the agent used to keep: A alone on node 0, B and C queued on node 1. Nothing
+    # is misplaced, but node 0 has 4/3 pCPUs of room for node 1's overflow: the
+    # fixer relaxes a sustained narrowing that keeps B or C off it (fixup._sustained).
+    h = Host(topo())
+    h.add(1, home=0, on=[0, 0, 0, 0])
+    h.add(2, home=1, on=[1, 1, 1, 1])
+    h.add(3, home=1, on=[1, 1, 1, 1])
+    view = h.view()
+    assert misplaced(view) == set()
+    assert spill_room(view) == {("Pool-0", 1, 0): pytest.approx(4 / 3)}
+
+
+def test_fair_shares_are_per_pool_and_capped_by_demand() -> None:
+    # Pool "guests" (pCPUs 1-3 and 5-7) is overcommitted, Pool-0 (0 and 4) is not.
+    # A light domain (demand 1) gets all it wants; the two heavy ones split the rest.
+    h = Host(topo())
+    h.add(1, home=0, on=[0], pool="guests")
+    h.add(2, home=0, on=[0, 0, 0, 0], pool="guests")
+    h.add(3, home=1, on=[1, 1, 1, 1], pool="guests")
+    h.add(4, home=0, on=[0])
+    guests = (cpus(0) | cpus(1)) - {0, 4}
+    view = h.view(pool_cpus={"guests": guests})
+    scales = {d.domid: round(d.fair_scale, 4) for d in view.domains}
+    assert scales == {1: 1.0, 2: 0.625, 3: 0.625, 4: 1.0}
 
 
 def test_overflow_beyond_the_spare_is_misplaced() -> None:
-    # Node 0 has 1 spare pCPU (3 of its own); node 1 overflows by 4: one of the
-    # two B vCPUs on node 0 is the justified spill, the other one is not
-    # (ordered by domid and vCPU id).
+    # Node 0 has 1 spare pCPU (3 of its own); node 1 overflows by 1 (the pool has
+    # room for all): one of the two B vCPUs on node 0 is the justified spill, the
+    # other one is not (ordered by domid and vCPU id).
     h = Host(topo())
     h.add(1, home=0, on=[0, 0, 0])
-    h.add(2, home=1, on=[0, 0, 1, 1, 1, 1])
-    h.add(3, home=1, on=[1, 1])
+    h.add(2, home=1, on=[0, 0, 1, 1, 1])
     assert misplaced(h.view()) == {(2, 1)}
 
 

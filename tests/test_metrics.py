@@ -7,9 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.sim.metrics import (
+    FAIR_TOLERANCE,
     Bucket,
     BucketSums,
     Demand,
+    DomainTally,
     FairOptimum,
     Optimum,
     Score,
@@ -299,12 +301,13 @@ def test_fair_optimum_keeps_every_domain_at_its_share() -> None:
 
 def test_locality_bought_by_starving_scores_on_efficiency_only() -> None:
     # A holds node 0 whole (60 ms), B and C queue on node 1 (30 ms each): every ns is
-    # useful, so efficiency is 1; but A is credited only its due (40 of its 60 ms):
-    # (40 + 30 + 30) / 114 for fair efficiency, and Jain over (1.5, 0.75, 0.75) = 8/9.
+    # useful, so efficiency is 1; but A is credited only its due (40 of its 60 ms, + 5 %
+    # tolerance): (42 + 30 + 30) / 114 for fair efficiency, and Jain over
+    # (1.5, 0.75, 0.75) = 8/9.
     starved = seed_like([(30, 0), (30, 0)], [(0, 15), (0, 15)])
     # credit1's own answer: A 40, B and C 40 each, a third of it on node 0.
     fair = seed_like([(20, 0), (20, 0)], [(5, 15), (5, 15)])
-    for bucket, eff, fair_eff, jain in ((starved, 1.0, 100 / 114, 8 / 9),
+    for bucket, eff, fair_eff, jain in ((starved, 1.0, 102 / 114, 8 / 9),
                                         (fair, 114 / 120, 1.0, 1.0)):
         tally = Tally(nodes=2)
         tally.add(BucketSums.of(bucket, TWO, Optimum(TWO).of(bucket)))
@@ -338,11 +341,20 @@ def test_fair_shares_follow_weights_and_pools() -> None:
     assert shares == pytest.approx({"H": 40 / 3 * MS, "L": 20 / 3 * MS, "Z": 5 * MS})
 
 
+def test_a_domain_within_the_tolerance_is_fairly_served() -> None:
+    # A 5 % over its share loses nothing; 10 % over, the part beyond 5 %.
+    d = DomainTally(run_ns=105, useful_ns=105.0, fair_ns=100.0)
+    assert d.fair_useful_ns == 105.0
+    d = DomainTally(run_ns=110, useful_ns=110.0, fair_ns=100.0)
+    assert d.fair_useful_ns == pytest.approx(105.0)
+    assert FAIR_TOLERANCE == 0.05
+
+
 def test_sliding_fair_efficiency_compares_shares_over_the_window() -> None:
     # Two buckets: A ahead in the first, B in the second; over both, even.
     def score(i: int, a: float, b: float) -> Score:
         return Score(i * 10, (i + 1) * 10, a + b, 10.0, 10.0,
                      {"A": (a, a, 5.0), "B": (b, b, 5.0)})
     series = sliding_fair_efficiency([score(0, 7, 3), score(1, 3, 7)], 0, 20)
-    assert series[0] == (10, pytest.approx(0.8))  # A credited 5 of 7
+    assert series[0] == (10, pytest.approx(0.825))  # A credited 5 (+ 5 %) of 7
     assert series[1] == (20, 1.0)

@@ -18,7 +18,14 @@ under credit2 restoring hard affinity can start a fresh cross-node swap). So:
   using (the seed's worry: a node left idle during a burst elsewhere). It is
   also tried without after ``review_s`` once its home has room again; that
   period doubles each time the vCPU wanders back off (back-off per vCPU). A
-  paused domain's narrowings are undone at once: its vCPUs do not run.
+  domain that starts, stops, pauses or unpauses changes what every node needs:
+  the back-offs start over, and narrowings made before it are tried without
+  ``review_first_s`` after it. A paused domain's narrowings are undone at once:
+  its vCPUs do not run.
+- Weight-fair shares bound all of it: the model (``agent.state``) lets a node's
+  overflow spill onto a node whose own domains would otherwise take more than
+  their fair share, so a narrowing that keeps a domain below its share while the
+  other node's domains run above theirs finds room there and is relaxed.
 - A **swap** pins two vCPUs, each on the other's home node, to their homes at
   once, then restores both and watches both.
 
@@ -42,7 +49,7 @@ from agent.hypervisor.interface import Hypervisor, HypervisorError, NoSuchDomain
 from agent.hypervisor.model import CpuSet, VcpuInfo
 from agent.journal import DomainKey
 from agent.rules import VcpuFixup, VcpuSwap
-from agent.state import HostView, VcpuKey, VcpuView
+from agent.state import HostView, VcpuKey, VcpuView, fair_demand
 
 log = logging.getLogger("xnuma.fixup")
 
@@ -105,7 +112,7 @@ def spill_room(view: HostView) -> dict[tuple[str, int, int], float]:
         away = v.home_node >= 0 and v.node >= 0 and v.node != v.home_node
         if away and not v.misplaced:
             key = (v.domain.pool, v.home_node, v.node)
-            used[key] = used.get(key, 0.0) + v.demand
+            used[key] = used.get(key, 0.0) + fair_demand(v)
     return {key: flow - used.get(key, 0.0) for key, flow in view.flows.items()}
 
 
@@ -129,7 +136,9 @@ class Fixer:
         pool_cpus: Callable[[str], CpuSet | None] = lambda pool: None,
     ) -> None:
         self.pool_cpus = pool_cpus
-        self._placed: tuple[int, dict[int, int]] = (0, {})  # (id of the view, pCPU -> vCPUs)
+        # (the view, pCPU -> vCPUs): the view itself, not its id(): a new view can get
+        # the id of a collected one, and a stale count made runs irreproducible.
+        self._placed: tuple[HostView | None, dict[int, int]] = (None, {})
         self.hv = hypervisor
         self.keeper = keeper
         self.recorder = recorder
@@ -138,6 +147,8 @@ class Fixer:
         self.clock = clock
         self.watches: dict[VcpuKey, Watch] = {}
         self._review: dict[tuple[str, int], float] = {}  # (uuid, vcpu) -> next review period
+        self._domains: frozenset[tuple[int, str]] = frozenset()  # (domid, state) last seen
+        self._changed_at = float("-inf")  # when that set last changed
 
     # -- actions -------------------------------------------------------------------
 
@@ -296,12 +307,12 @@ class Fixer:
         candidates = sorted(mask & known if known else mask)
         if not candidates:
             return None
-        if self._placed[0] != id(view):
+        if self._placed[0] is not view:
             load: dict[int, int] = {}
             for v in view.vcpus:
                 if v.cpu >= 0 and not v.misplaced and v.state in ("running", "runnable"):
                     load[v.cpu] = load.get(v.cpu, 0) + 1
-            self._placed = (id(view), load)
+            self._placed = (view, load)
         load = self._placed[1]
         best = min(candidates, key=lambda c: (load.get(c, 0), c))
         load[best] = load.get(best, 0) + 1
@@ -350,6 +361,12 @@ class Fixer:
     async def review(self, view: HostView) -> None:
         """After each scan: settle windows, sustained narrowings, failed restores."""
         await self.keeper.restore_leftovers(view)
+        domains = frozenset((d.domid, d.state) for d in view.domains)
+        if domains != self._domains:
+            if self._domains:
+                self._changed_at = self.clock()
+                self._review.clear()
+            self._domains = domains
         await self._settle(view)
         await self._sustained(view)
 
@@ -453,7 +470,10 @@ class Fixer:
                                                 now + self.policy.settle_s, h.review_s,
                                                 h.decision)
                 continue
-            due = not overflows(view, dom.pool, h.node) and now - h.since >= h.review_s
+            changed = (self._changed_at > h.since
+                       and now - self._changed_at >= self.policy.review_first_s)
+            due = not overflows(view, dom.pool, h.node) and (
+                now - h.since >= h.review_s or changed)
             if due and await self.keeper.restore(h, view=view, why="trial: its home has room"):
                 self.watches[h.key] = Watch(h.domain, h.vcpu, h.node,
                                             now + self.policy.settle_s,
