@@ -213,7 +213,8 @@ domid = [1, 2]
         "mean 'vcpu'?",
         "6:8 Bad Name bad name 'Bad Name': a rule needs",
         "10:8 Bad Name action type 'vcpu.fixx' is not one of vcpu.fixup, vcpu.swap, "
-        "domain.set_soft, domain.set_hard, backend.pin, domain.place, note; did you mean 'vcpu.fixup'?",
+        "domain.set_soft, domain.set_hard, backend.pin, domain.place, note; did you mean "
+        "'vcpu.fixup'?",
         "16:1 ok-but-incomplete action vcpu.fixup needs parameter 'node' (int: node id)",
         "16:1 ok-but-incomplete action vcpu.fixup needs parameter 'vcpu' (int: vCPU id)",
         "18:9 ok-but-incomplete parameter 'domid' of vcpu.fixup is int; got [1, 2]",
