@@ -85,19 +85,22 @@ def diff_domains(
     touched = frozenset(domids)
     events = _domains(prev, new, touched)
     mine = [v for d in touched for v in new.domain_at(d).vcpus]
-    part = DiffMemory(memory.node_band,
-                      frozenset(k for k in memory.busy if k[0] in touched),
-                      {k: r for k, r in memory.rates.items() if k[0] in touched},
-                      {k: m for k, m in memory.off.items() if k[0] in touched})
+    # their vCPUs' keys, before and after: the rest of the memory is copied as it is
+    keys = {(v.domid, v.id) for d in touched for view in (prev, new)
+            for v in view.domain_at(d).vcpus}
+    part = DiffMemory(memory.node_band, memory.busy & keys,
+                      {k: memory.rates[k] for k in keys if k in memory.rates},
+                      {k: memory.off[k] for k in keys if k in memory.off})
     busy, rates, vcpu_events = _vcpu_loads(mine, part)
     off, off_events = _off_node(mine, part.off, poll_s)
-    keep_rates = {k: r for k, r in memory.rates.items() if k[0] not in touched}
+    keep_rates, keep_off = dict(memory.rates), dict(memory.off)
+    for k in keys:
+        keep_rates.pop(k, None)
+        keep_off.pop(k, None)
     keep_rates.update(rates)
-    keep_off = {k: m for k, m in memory.off.items() if k[0] not in touched}
     keep_off.update(off)
     return events + vcpu_events + off_events, DiffMemory(
-        memory.node_band, frozenset(k for k in memory.busy if k[0] not in touched) | busy,
-        keep_rates, keep_off)
+        memory.node_band, (memory.busy - keys) | busy, keep_rates, keep_off)
 
 
 def _domains(

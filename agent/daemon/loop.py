@@ -206,13 +206,16 @@ class Agent:
                     last = last_quick = -float("inf")
                     while True:
                         kinds = await signals.receive()
-                        if not kinds & sources.FULL:
-                            # Quick passes spaced too: in a storm they fold up as well.
+                        if kinds - sources.FULL:
+                            # Events about a few domains first, at once; quick passes
+                            # spaced too, so that in a storm they fold up as well.
                             await trio.sleep_until(last_quick + QUICK_SPACING_S)
                             kinds |= signals.drain()
-                        if not kinds & sources.FULL:
                             last_quick = trio.current_time()
-                            if await self._quick(kinds, observer, actions, keeper, burst):
+                            if await self._quick(kinds - sources.FULL, observer, actions,
+                                                 keeper, burst):
+                                kinds &= sources.FULL
+                            if not kinds:
                                 continue
                         # At most one scan per burst interval: wake-ups arriving
                         # meanwhile (a storm of watch events) fold into the next one.
