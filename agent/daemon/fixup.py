@@ -380,7 +380,8 @@ class Fixer:
                 continue
             if v.misplaced and not v.agent_pinned and dom.state == "running":
                 del self.watches[key]
-                await self._sustain(v, dom.pool, w, view)
+                if not await self._sustain(v, dom.pool, w, view):
+                    self.watches[key] = w  # home again by now: keep watching
             elif now >= w.until:
                 del self.watches[key]
                 uuid = w.domain.uuid or ""
@@ -391,32 +392,34 @@ class Fixer:
                     else:
                         self._review[(uuid, w.vcpu)] = period
 
-    async def _sustain(self, v: VcpuView, pool: str, w: Watch, view: HostView) -> None:
-        """It wandered off where that costs work: keep it home for a while."""
+    async def _sustain(self, v: VcpuView, pool: str, w: Watch, view: HostView) -> bool:
+        """It wandered off where that costs work: keep it home for a while. False when
+        a fresh look finds it home already (the settle window goes on)."""
         try:
-            await self._sustain_now(v, pool, w, view)
+            return await self._sustain_now(v, pool, w, view)
         except (NoSuchDomain, HypervisorError):
-            return  # gone, or recorded as failed by the keeper
+            return True  # gone, or recorded as failed by the keeper
 
-    async def _sustain_now(self, v: VcpuView, pool: str, w: Watch, view: HostView) -> None:
+    async def _sustain_now(self, v: VcpuView, pool: str, w: Watch, view: HostView) -> bool:
         tries = Tries()
         info = await self._vcpu(v.domid, v.id, tries)
         if info is None:
-            return
+            return True
         target = home_mask(info, view.node_at(v.home_node).cpu_set)
         if not target:
-            return
+            return True
         via = self.spread_cpu(view, target, pool)
         if overflows(view, pool, v.home_node):
             for m in spill_nodes(view, pool, v.home_node):
                 target |= view.node_at(m).cpu_set & info.hard
         if info.cpu is not None and info.cpu in target:
-            return
+            return False
         period = self._backoff(w.domain.uuid or "", w.vcpu)
         await self.keeper.narrow(
             w.domain, w.vcpu, info.hard, target, v.home_node, SUSTAINED, view=view,
             decision=w.decision, review_s=period, via=via,
             reason=f"wandered off node {v.home_node} again within its settle window")
+        return True
 
     async def _renarrow(self, h: Held, v: VcpuView, pool: str, view: HostView) -> None:
         node_cpus = view.node_at(h.node).cpu_set
