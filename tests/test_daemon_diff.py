@@ -122,20 +122,23 @@ def test_off_node_is_reported_at_doubling_intervals() -> None:
 
 
 def test_off_node_is_reported_again_at_once_when_it_becomes_misplaced() -> None:
-    # B's vCPU 1 spills onto node 0 while node 1 is overloaded by C: justified.
+    # B's two vCPUs spill onto node 0 while node 1 is overloaded by C: justified.
     m = HostModel({"nodes": 2, "cpus": 2}, [
         {"domid": 1, "name": "A", "vcpus": 2, "soft": [0], "state": "paused"},
-        {"domid": 2, "name": "B", "vcpus": 2, "soft": [1], "run": [1, 0]},
+        {"domid": 2, "name": "B", "vcpus": 2, "soft": [1], "run": [0, 0]},
         {"domid": 3, "name": "C", "vcpus": 2, "soft": [1]},
     ])
     d = Differ(m)
     d.at(0.0)
     first = d.at(0.1)
-    assert [(e.domid, e.vcpu) for e in first if e.type == "vcpu.off_node"] == [(2, 1)]
+    assert [(e.domid, e.vcpu) for e in first if e.type == "vcpu.off_node"] == [(2, 0), (2, 1)]
     assert d.view is not None and not d.view.vcpu_by_key[(2, 1)].misplaced
     assert not [e for e in d.at(0.15) if e.type == "vcpu.off_node"]
-    m.apply({"domain": 1, "state": "running"})  # A wants its node back: now it costs work
+    # A wants its node back: each domain is due 4/3 pCPUs of the 4, so B and C may keep
+    # 2/3 of node 0 (one B vCPU at its fair part); the other one now costs work.
+    m.apply({"domain": 1, "state": "running"})
     again = d.at(0.2)
+    assert not d.view.vcpu_by_key[(2, 0)].misplaced
     assert d.view.vcpu_by_key[(2, 1)].misplaced
     assert [(e.domid, e.vcpu) for e in again if e.type == "vcpu.off_node"] == [(2, 1)]
 
