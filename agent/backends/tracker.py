@@ -56,20 +56,22 @@ class BackendTracker:
         self, xs: Operations | None, domids: Iterable[int], live: Iterable[int]
     ) -> Scan:
         """``scan`` for the guests ``domids`` only (new ones, or whose backend entries
-        changed); the others' backends kept as last seen, those of guests not in
-        ``live`` dropped."""
+        changed); the others' backends as ``refresh`` finds them (CPUs read again),
+        those of guests not in ``live`` dropped."""
         some, alive = frozenset(domids), frozenset(live)
         found: Discovery = await discover(xs, self.procs, some & alive, by_name=self.by_name)
+        before = set(self._known)
+        kept = self.refresh()
         fresh = {(b.pid, b.domid): b for b in found.backends}
-        now = {k: b for k, b in self._known.items() if k[1] not in some and k[1] in alive}
-        gone = [b for k, b in self._known.items() if k not in now and k not in fresh]
-        appeared = [b for k, b in fresh.items() if k not in self._known]
+        now = {(b.pid, b.domid): b for b in kept.backends
+               if b.domid not in some and b.domid in alive}
+        gone = kept.gone + [b for k, b in self._known.items() if k not in now and k not in fresh]
         for b in gone:
             self.pinner.refused.pop(b.pid, None)
         now.update(fresh)
         self._known = now
-        return Scan(tuple(sorted(now.values(), key=lambda b: (b.domid, b.pid))), appeared,
-                    gone, found.rejected)
+        return Scan(tuple(sorted(now.values(), key=lambda b: (b.domid, b.pid))),
+                    [b for k, b in fresh.items() if k not in before], gone, found.rejected)
 
     def refresh(self) -> Scan:
         """The backends of the last scan, with their CPUs read again; gone ones

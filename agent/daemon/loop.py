@@ -13,7 +13,10 @@ into the last snapshot (``agent.state.patch_domains``) and diffed
 (``diff_domains``), and the rules decide at once. More than
 ``QUICK_MAX_DOMAINS`` changed (a burst), dom0 changed, or no snapshot yet: a
 full scan instead. Full scans stay for the poll, the tick and a resync, and
-follow every burst interval while a burst lasts.
+follow every burst interval while a burst lasts; on a big host no sooner than
+``SCAN_SHARE`` times the last one's look (observation and decisions, its
+actions apart) after it, a poll interval at most, so that the loop is rarely
+mid-scan when an event comes.
 
 Extensions (``hooks``, ``agent.daemon.hooks``) add to this: placement requests
 (socket, xenstore) become events and ``domain.place`` actions; dom0's backends
@@ -73,6 +76,7 @@ log = logging.getLogger("xnuma.agent")
 METRICS_EVERY_S = 15.0  # textfile refresh; node_exporter reads it about as often
 QUICK_MAX_DOMAINS = 8  # more changed at once than this: a burst, for a full scan
 QUICK_SPACING_S = 0.025  # quick passes at most this often (a storm folds into fewer)
+SCAN_SHARE = 3.0  # a full scan starts no sooner than this many times the last one's length
 
 
 @dataclass(slots=True)
@@ -136,6 +140,7 @@ class Agent:
         # The last observation without its vCPUs (the snapshot has them): the base of
         # the quick passes' observations.
         self._frame: Observation | None = None
+        self._scan_took = 0.0  # the last full scan's look and decisions, wall time
         self._misplaced: frozenset[tuple[int, int]] = frozenset()
         chained = rules.on_reload
 
@@ -219,7 +224,10 @@ class Agent:
                                 continue
                         # At most one scan per burst interval: wake-ups arriving
                         # meanwhile (a storm of watch events) fold into the next one.
-                        await trio.sleep_until(last + cfg.burst_interval_s)
+                        # On a big host, full scans take at most 1/SCAN_SHARE of the
+                        # time, so that an event rarely finds the loop mid-scan.
+                        spacing = min(SCAN_SHARE * self._scan_took, cfg.poll_interval_s)
+                        await trio.sleep_until(last + max(cfg.burst_interval_s, spacing))
                         kinds |= signals.drain()
                         last = trio.current_time()
                         await self._scan(kinds, observer, actions, fixer, keeper, burst)
@@ -337,6 +345,7 @@ class Agent:
         self._count_episodes(view)
         self.stats.scans += 1
         self.view = view
+        self._scan_took = trio.current_time() - start  # its actions wait on the host
         await actions.run(batch, view)
         await fixer.review(view)
         for h in self.hooks:
