@@ -19,9 +19,6 @@ from agent.sim import workload as wl
 from agent.sim.accounting import Accounting, VcpuAccounting
 from agent.sim.objects import BLOCKED, DOWN, MIGRATING, PARKED, PAUSED, Pool, Topo, Vcpu
 
-SEQ_BITS = 40  # room for 10^12 events in one run
-SEQ_MASK = (1 << SEQ_BITS) - 1
-
 # Flags that stop a vCPU wanting a pCPU (MIGRATING is a transient of the model).
 NO_DEMAND = BLOCKED | PAUSED | DOWN | PARKED
 
@@ -33,11 +30,8 @@ class HostCore:
         self.now = 0
         self.cur: list[Vcpu | None] = [None] * topo.ncpus
         self.pool_of: list[Pool] = []
-        # The event queue: a heap of plain ints, (time << SEQ_BITS) | sequence number,
-        # so that the heap compares ints, not tuples; simultaneous events run in the
-        # order queued. What to call is looked up by sequence number.
-        self._q: list[int] = []
-        self._ev: dict[int, tuple[Callable[[Any, int], None], Any, int]] = {}
+        # The event queue: simultaneous events run in the order queued.
+        self._q: list[tuple[int, int, Callable[[Any, int], None], Any, int]] = []
         self._seq = 0
         self._slice_ver = [0] * topo.ncpus
         # A slice the scheduler called lazy is not queued until arm_slice(): its
@@ -56,10 +50,8 @@ class HostCore:
     # -- services for the scheduler models (objects.Core) ----------------------
 
     def timer(self, at_ns: int, fn: Callable[[Any, int], None], a: Any, b: int) -> None:
-        seq = self._seq + 1
-        self._seq = seq
-        self._ev[seq] = (fn, a, b)
-        heapq.heappush(self._q, at_ns << SEQ_BITS | seq)
+        self._seq += 1
+        heapq.heappush(self._q, (at_ns, self._seq, fn, a, b))
 
     def raise_softirq(self, cpu: int) -> None:
         bit = 1 << cpu
@@ -87,14 +79,11 @@ class HostCore:
 
     def _run_until(self, until_ns: int) -> None:
         q = self._q
-        ev = self._ev
         pop = heapq.heappop
         n = 0
-        last = (until_ns + 1) << SEQ_BITS  # keys of events due at or before until_ns are below
-        while q and q[0] < last:
-            key = pop(q)
-            self.now = key >> SEQ_BITS
-            fn, a, b = ev.pop(key & SEQ_MASK)
+        while q and q[0][0] <= until_ns:
+            t, _, fn, a, b = pop(q)
+            self.now = t
             fn(a, b)
             n += 1
             if self._pend:
@@ -136,10 +125,8 @@ class HostCore:
         else:
             self._slice_lazy[cpu] = False
             if tslice >= 0:  # self.timer(now + tslice, self._slice_end, cpu, ver), inlined
-                seq = self._seq + 1
-                self._seq = seq
-                self._ev[seq] = (self._slice_end, cpu, ver)
-                heapq.heappush(self._q, (now + tslice) << SEQ_BITS | seq)
+                self._seq += 1
+                heapq.heappush(self._q, (now + tslice, self._seq, self._slice_end, cpu, ver))
         if nxt is not prev and prev is not None:
             # sched_context_switched -> context_saved -> migrate_finish
             sched.context_saved(prev)
