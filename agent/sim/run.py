@@ -262,20 +262,25 @@ class RunResult:
                 "",
                 f"phase {p.name!r}: {_s(p.start_ns):.3f}-{_s(p.end_ns):.3f} s",
                 f"  host locality {_fmt(t.host_locality)}  efficiency {t.efficiency:.4f}  "
+                f"fair efficiency {t.fair_efficiency:.4f}  Jain {t.jain:.4f}  "
                 f"migrations {t.migrations} ({t.node_moves} across nodes)",
                 f"  node utilisation  {util}",
-                f"  {'domain':<16}{'locality':>9}{'run s':>10}{'useful s':>10}{'moves':>7}",
+                f"  {'domain':<16}{'locality':>9}{'run s':>10}{'fair s':>10}{'useful s':>10}"
+                f"{'moves':>7}",
             ]
             for name, d in self._domains(t).items():
                 lines.append(f"  {name:<16}{_fmt(d['locality']):>9}{d['run_s']:>10.3f}"
-                             f"{d['useful_s']:>10.3f}{d['node_moves']:>7}")
+                             f"{d['fair_s']:>10.3f}{d['useful_s']:>10.3f}{d['node_moves']:>7}")
         if self.events:
-            lines += ["", "events (recovery: efficiency over 250 ms back to 0.99 for good)"]
+            lines += ["", "events (recovery: efficiency, then fair efficiency, over 250 ms back to "
+                      "0.99 for good)"]
             for e in self.events:
                 rec = "never" if e.recovery_ns is None else f"{_s(e.recovery_ns):.3f} s"
-                lines.append(f"  {_s(e.at_ns):9.3f} s  {e.what:<40} {rec}")
+                fair = "never" if e.fair_recovery_ns is None else f"{_s(e.fair_recovery_ns):.3f} s"
+                lines.append(f"  {_s(e.at_ns):9.3f} s  {e.what:<40} {rec:>9}  {fair:>9}")
         lines += ["", f"whole run: host locality {_fmt(self.total.host_locality)}  efficiency "
-                  f"{self.total.efficiency:.4f}  migrations {self.total.migrations}"]
+                  f"{self.total.efficiency:.4f}  fair efficiency {self.total.fair_efficiency:.4f}  "
+                  f"migrations {self.total.migrations}"]
         if self.agent:
             acts = ", ".join(f"{k} {v}" for k, v in sorted(self.report.actions.items()))
             lines.append(f"agent actions: {acts or 'none'}; temporary pins outstanding: "
