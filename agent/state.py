@@ -172,6 +172,10 @@ class DomainView:
     # its weight-fair share of its pool / its demand (1 while the pool has room for
     # every domain's demand): the part of each vCPU's demand the model counts.
     fair_scale: float = field(default=1.0, repr=False)
+    # scheduler weight (1-65535, default 256) and cap (% of one pCPU, 0 = none), as the
+    # hypervisor reports them: what the fair split above is weighted and capped by.
+    weight: int = field(default=256, repr=False)
+    cap: int = field(default=0, repr=False)
 
 
 @dataclass(slots=True, eq=False)
@@ -274,14 +278,17 @@ def fair_demand(v: VcpuView) -> float:
 def _fair_scales(domains: list[DomainView], capacity: int) -> dict[int, float]:
     """Per domain of one pool: weight-fair share / demand, where the pool is overcommitted.
 
-    Weights are not observed (the Hypervisor interface has none): all domains count
-    as equal, xl's default (256 each). credit1 and credit2 then give each domain the
-    same share of the pool, capped at its demand.
+    credit1 and credit2 give each domain a share of the pool in proportion to its
+    weight (``xl sched-credit[2] -w``), capped at its demand and at its cap (``-c``,
+    percent of one pCPU; a capped domain cannot use more, so what it leaves goes to
+    the others).
     """
     wants = {d.domid: d.demand for d in domains if d.demand > 0}
-    if sum(wants.values()) <= capacity:
+    usable = {d.domid: min(d.demand, d.cap / 100) if d.cap > 0 else d.demand
+              for d in domains if d.demand > 0}
+    if sum(usable.values()) <= capacity and usable == wants:
         return {}
-    shares = fair_shares(float(capacity), wants)
+    shares = fair_shares(float(capacity), usable, {d.domid: d.weight for d in domains})
     return {domid: shares[domid] / demand for domid, demand in wants.items()}
 
 Flows = dict[tuple[str, int, int], float]  # (pool, home node, other node) -> pCPUs
@@ -581,6 +588,7 @@ def _build_domain(
         first_seen=first_seen, boot_soft=boot_soft, memory_per_node_mib=memory,
         # the pool's last split until _balance works it out again (patch_domains keeps it)
         fair_scale=prev.fair_scale if prev is not None else 1.0,
+        weight=info.weight, cap=info.cap,
     )
     paused = info.state is DomainState.PAUSED
     for v in vinfos:

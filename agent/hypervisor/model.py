@@ -111,6 +111,11 @@ class DomainInfo:
     vcpus: int
     memory_kib: int
     pool: str = "Pool-0"
+    # Scheduler parameters (credit1 and credit2 alike, `xl sched-credit[2] -d DOM`):
+    # weight 1-65535, 256 by default, a domain's CPU share relative to the others in its
+    # cpupool; cap in percent of one pCPU (100 = one pCPU's worth, 0 = no cap).
+    weight: int = 256
+    cap: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,10 @@ SHUTDOWN_CRASH = 3  # SHUTDOWN_crash (sched.h)
 VCPUAFFINITY_HARD = 1 << 0
 VCPUAFFINITY_SOFT = 1 << 1
 INVALID_U32 = 0xFFFFFFFF
+DEFAULT_WEIGHT = 256
+# XEN_SCHEDULER_* (domctl.h): the schedulers whose domains have a weight and a cap.
+SCHED_CREDIT = 5
+SCHED_CREDIT2 = 6
 INVALID_U64 = 0xFFFFFFFFFFFFFFFF
 
 
@@ -110,6 +114,23 @@ class XcCpuTopo(ctypes.Structure):
 
 class XcMemInfo(ctypes.Structure):
     _fields_ = (("memsize", ctypes.c_uint64), ("memfree", ctypes.c_uint64))
+
+
+class XcSchedCredit(ctypes.Structure):
+    """struct xen_domctl_sched_credit and xen_domctl_sched_credit2 (4.17: the same)."""
+
+    _fields_ = (("weight", ctypes.c_uint16), ("cap", ctypes.c_uint16))
+
+
+class XcCpupoolInfo(ctypes.Structure):
+    """xc_cpupoolinfo_t (xenctrl.h)."""
+
+    _fields_ = (
+        ("cpupool_id", ctypes.c_uint32),
+        ("sched_id", ctypes.c_uint32),
+        ("n_dom", ctypes.c_uint32),
+        ("cpumap", ctypes.c_void_p),
+    )
 
 
 assert ctypes.sizeof(XcDomainInfo) == 112 and ctypes.sizeof(XcVcpuInfo) == 24
@@ -260,6 +281,12 @@ class Xenctrl:
             ctypes.POINTER(XcMemInfo),
             ctypes.POINTER(ctypes.c_uint32),
         )
+        sched_get = (ctypes.c_void_p, ctypes.c_uint32, ctypes.POINTER(XcSchedCredit))
+        c.xc_sched_credit_domain_get.argtypes = sched_get
+        c.xc_sched_credit2_domain_get.argtypes = sched_get
+        c.xc_cpupool_getinfo.restype = ctypes.POINTER(XcCpupoolInfo)
+        c.xc_cpupool_getinfo.argtypes = (ctypes.c_void_p, ctypes.c_uint32)
+        c.xc_cpupool_infofree.argtypes = (ctypes.c_void_p, ctypes.POINTER(XcCpupoolInfo))
         c.xc_send_debug_keys.argtypes = (ctypes.c_void_p, ctypes.c_char_p)
         c.xc_readconsolering.argtypes = (
             ctypes.c_void_p,
@@ -356,6 +383,33 @@ class Xenctrl:
         if self._xc.xc_vcpu_setaffinity(self._h, domid, vcpu, hbuf, sbuf, flags) != 0:
             raise self._fail(f"xc_vcpu_setaffinity d{domid}v{vcpu}")
 
+    def pool_scheduler(self, poolid: int) -> int:
+        """XEN_SCHEDULER_* of cpupool ``poolid``."""
+        info = self._xc.xc_cpupool_getinfo(self._h, poolid)
+        if not info:
+            raise self._fail(f"xc_cpupool_getinfo {poolid}")
+        try:
+            # It returns the first pool with an id >= poolid: check it is this one.
+            if info.contents.cpupool_id != poolid:
+                raise HypervisorError(f"cpupool {poolid} does not exist")
+            return int(info.contents.sched_id)
+        finally:
+            self._xc.xc_cpupool_infofree(self._h, info)
+
+    def sched_params(self, domid: int, sched_id: int) -> tuple[int, int] | None:
+        """(weight, cap) of a domain whose pool runs ``sched_id``; None for a scheduler
+        without them (RTDS, ARINC 653, null)."""
+        if sched_id == SCHED_CREDIT:
+            fn, what = self._xc.xc_sched_credit_domain_get, "xc_sched_credit_domain_get"
+        elif sched_id == SCHED_CREDIT2:
+            fn, what = self._xc.xc_sched_credit2_domain_get, "xc_sched_credit2_domain_get"
+        else:
+            return None
+        params = XcSchedCredit()
+        if fn(self._h, domid, ctypes.byref(params)) != 0:
+            raise self._fail(f"{what} d{domid}")
+        return int(params.weight), int(params.cap)
+
     def topology(self) -> Topology:
         ncpu = ctypes.c_uint(0)
         if self._xc.xc_cputopoinfo(self._h, ctypes.byref(ncpu), None) != 0:
@@ -435,13 +489,20 @@ class XenctrlHypervisor:
     """Hypervisor over libxenctrl. Calls run in a worker thread (they block, briefly),
     one at a time: the handle is shared."""
 
-    def __init__(self, xc: Xenctrl, memory_dump_interval_s: float = 30.0) -> None:
+    def __init__(
+        self, xc: Xenctrl, memory_dump_interval_s: float = 30.0, sched_interval_s: float = 10.0
+    ) -> None:
         import trio
 
         self._trio = trio
         self._xc = xc
         self._lock = trio.Lock()
         self._interval = memory_dump_interval_s
+        # Weights change rarely (an admin's `xl sched-credit -w`): a new domain's are read
+        # at once, every domain's again once per interval.
+        self._sched_interval = sched_interval_s
+        self._sched: dict[tuple[int, str], tuple[int, int]] = {}  # (domid, uuid) -> w, cap
+        self._sched_at = -math.inf
         self._dump: dict[int, tuple[int, ...]] | None = None
         self._dump_at = -math.inf
 
@@ -452,10 +513,34 @@ class XenctrlHypervisor:
     async def topology(self) -> Topology:
         return await self._call(self._xc.topology)
 
+    def _sched_params(
+        self, d: RawDomain, sched_ids: dict[int, int], fresh: bool
+    ) -> tuple[int, int]:
+        key = (d.domid, d.uuid)
+        if not fresh and key in self._sched:
+            return self._sched[key]
+        try:
+            if d.cpupool not in sched_ids:
+                sched_ids[d.cpupool] = self._xc.pool_scheduler(d.cpupool)
+            params = self._xc.sched_params(d.domid, sched_ids[d.cpupool])
+        except NoSuchDomain:
+            params = None  # gone (or its pool) while we looked: the next pass drops it
+        got = params or (DEFAULT_WEIGHT, 0)
+        self._sched[key] = got
+        return got
+
     def _domains_sync(self) -> list[DomainInfo]:
         out: list[DomainInfo] = []
         pools: dict[int, str] = {}
-        for d in self._xc.domains():
+        sched_ids: dict[int, int] = {}
+        now = self._trio.current_time()
+        fresh = now - self._sched_at >= self._sched_interval
+        if fresh:
+            self._sched_at = now
+        raw = self._xc.domains()
+        alive = {(d.domid, d.uuid) for d in raw}
+        self._sched = {k: v for k, v in self._sched.items() if k in alive}
+        for d in raw:
             name = self._xc.xs_read(f"/local/domain/{d.domid}/name")
             if name is None:
                 continue  # not introduced to xenstore yet, or being destroyed
@@ -463,6 +548,7 @@ class XenctrlHypervisor:
                 pools[d.cpupool] = self._xc.xs_read(f"/local/pool/{d.cpupool}/name") or (
                     f"Pool-{d.cpupool}" if d.cpupool else "Pool-0"
                 )
+            weight, cap = self._sched_params(d, sched_ids, fresh)
             out.append(
                 DomainInfo(
                     domid=d.domid,
@@ -472,6 +558,8 @@ class XenctrlHypervisor:
                     vcpus=d.vcpus,
                     memory_kib=d.tot_pages * PAGE_KIB,
                     pool=pools[d.cpupool],
+                    weight=weight,
+                    cap=cap,
                 )
             )
         return out

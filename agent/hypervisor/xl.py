@@ -87,6 +87,11 @@ class XlPolicy:
     # Debug key `u` walks every page of every domain holding its lock: at most one dump per
     # interval; callers inside it get the previous dump's figures.
     memory_dump_interval_s: float = 30.0
+    # Weights and caps normally come with `xl list -l` (no extra process). A domain it
+    # leaves out (xl skips those whose configuration it cannot retrieve) is looked up in
+    # `xl sched-credit` + `xl sched-credit2`, at most once per interval, at once for a
+    # domid not seen there before.
+    sched_interval_s: float = 30.0
 
 
 class XlHypervisor:
@@ -108,6 +113,9 @@ class XlHypervisor:
         self._dump_lock = trio.Lock()
         self._dump: dict[int, tuple[int, ...]] | None = None
         self._dump_at = -math.inf
+        self._sched: dict[int, xl_parse.SchedParams] = {}
+        self._sched_at = -math.inf
+        self._sched_asked: set[int] = set()  # domids the last read covered (listed or not)
 
     # --- running xl ------------------------------------------------------------------------------
     async def _once(self, args: Sequence[str]) -> str:
@@ -161,7 +169,31 @@ class XlHypervisor:
     async def domains(self) -> list[DomainInfo]:
         rows = await self._list_rows()
         configs = await self._parsed(xl_parse.parse_xl_list_long, "list", "-l")
-        return xl_parse.domains_from(rows, configs)
+        missing = {
+            r.domid for r in rows
+            if (c := configs.get(r.domid)) is None or c.name != r.name or c.weight is None
+        }
+        if missing:
+            await self._read_sched(missing)
+        return xl_parse.domains_from(rows, configs, self._sched)
+
+    async def _read_sched(self, domids: set[int]) -> None:
+        """Refresh ``_sched`` from `xl sched-credit` and `xl sched-credit2` when due, or
+        when a domain in ``domids`` has not been seen there yet."""
+        now = trio.current_time()
+        if now - self._sched_at < self._policy.sched_interval_s and domids <= self._sched_asked:
+            return
+        credit = await self._parsed(
+            lambda t: xl_parse.parse_sched_credit(t, "xl sched-credit"), "sched-credit"
+        )
+        credit2 = await self._parsed(
+            lambda t: xl_parse.parse_sched_credit(t, "xl sched-credit2"), "sched-credit2"
+        )
+        self._sched = {**credit, **credit2}
+        self._sched_at = now
+        # A domain in a pool of another scheduler (RTDS, null) is in neither listing:
+        # asked all the same, so that it does not force a read every pass.
+        self._sched_asked = domids | set(self._sched)
 
     async def vcpus(self, domid: int | None = None) -> list[VcpuInfo]:
         all_cpus = await self._cpus()

@@ -295,6 +295,10 @@ class XlDomainConfig:
     target_memkb: int | None
     soft_affinity: tuple[CpuSet, ...] | None  # per vCPU, as configured at create time
     hard_affinity: tuple[CpuSet, ...] | None
+    # b_info.sched_params: libxl fills them from the hypervisor when it lists (the live
+    # weight and cap, not the config file's). None: not there (no scheduler that has them).
+    weight: int | None = None
+    cap: int | None = None
 
 
 def _json_line(text: str, pos: int) -> tuple[int, str]:
@@ -375,18 +379,39 @@ def _domain_config(entry: object) -> XlDomainConfig:
         target_memkb=_opt_int(b_info, "target_memkb"),
         soft_affinity=_affinities(b_info, "vcpu_soft_affinity"),
         hard_affinity=_affinities(b_info, "vcpu_hard_affinity"),
+        **_sched_params(b_info),
     )
+
+
+def _sched_params(b_info: Mapping[str, object]) -> dict[str, int | None]:
+    """weight and cap of a credit/credit2 domain's ``sched_params`` (libxl leaves others'
+    at its "default" markers: weight/cap -1, absent in the JSON)."""
+    raw = b_info.get("sched_params")
+    if raw is None:
+        return {"weight": None, "cap": None}
+    params = _obj(raw, "sched_params")
+    if params.get("sched") not in ("credit", "credit2"):
+        return {"weight": None, "cap": None}
+    weight, cap = _opt_int(params, "weight"), _opt_int(params, "cap")
+    if weight is not None and not 1 <= weight <= 65535:
+        raise ValueError(f"sched_params weight {weight} is not in 1..65535")
+    if cap is not None and cap > 65535:
+        raise ValueError(f"sched_params cap {cap} is not in 0..65535")
+    return {"weight": weight, "cap": cap}
 
 
 NIL_UUID = "00000000-0000-0000-0000-000000000000"
 
 
 def domains_from(
-    rows: Sequence[XlListRow], configs: Mapping[int, XlDomainConfig] | None = None
+    rows: Sequence[XlListRow],
+    configs: Mapping[int, XlDomainConfig] | None = None,
+    sched: Mapping[int, SchedParams] | None = None,
 ) -> list[DomainInfo]:
     """DomainInfo per `xl list` row, ordered by domid. The row gives state, pool and
-    UUID (with -v -c); `xl list -l` adds the vCPU count (else: online vCPUs) and the
-    exact memory target (else: the row's MiB)."""
+    UUID (with -v -c); `xl list -l` adds the vCPU count (else: online vCPUs), the
+    exact memory target (else: the row's MiB) and the scheduler weight and cap (else:
+    ``sched``, from `xl sched-credit[2]`; else xl's defaults)."""
     out: list[DomainInfo] = []
     for row in sorted(rows, key=lambda r: r.domid):
         cfg = (configs or {}).get(row.domid)
@@ -395,6 +420,12 @@ def domains_from(
         uuid = row.uuid or (cfg.uuid if cfg else None) or NIL_UUID
         vcpus = cfg.max_vcpus if cfg and cfg.max_vcpus is not None else row.vcpus_online
         mem = cfg.target_memkb if cfg and cfg.target_memkb is not None else row.memory_mib * 1024
+        listed = (sched or {}).get(row.domid)
+        if listed is not None and listed.name != row.name:
+            listed = None  # domid reused
+        weight = cfg.weight if cfg and cfg.weight is not None else (
+            listed.weight if listed else DEFAULT_WEIGHT)
+        cap = cfg.cap if cfg and cfg.cap is not None else (listed.cap if listed else 0)
         out.append(
             DomainInfo(
                 domid=row.domid,
@@ -404,8 +435,74 @@ def domains_from(
                 vcpus=vcpus,
                 memory_kib=mem,
                 pool=row.pool or "Pool-0",
+                weight=weight,
+                cap=cap,
             )
         )
+    return out
+
+
+# --- xl sched-credit / xl sched-credit2 ----------------------------------------------------------
+
+DEFAULT_WEIGHT = 256  # credit1's and credit2's default (CSCHED_DEFAULT_WEIGHT, CSCHED2_...)
+
+
+@dataclass(frozen=True, slots=True)
+class SchedParams:
+    """One row of `xl sched-credit[2]`: a domain's weight and cap in its pool."""
+
+    domid: int
+    name: str
+    pool: str | None  # from the `Cpupool NAME:` line above it (None with -d, no header)
+    weight: int  # 1..65535
+    cap: int  # % of one pCPU, 0 = none
+
+
+# Xen 4.17.7 (tests/fixtures/xl/2node-sched/): credit1 pools print
+# `Cpupool Pool-0: tslice=30ms ratelimit=1000us migration-delay=0us`, credit2 pools
+# `Cpupool c2: ratelimit=1000us`; then one `Name ID Weight Cap` header per pool. With no
+# pool of that scheduler, the output is empty.
+_POOL_LINE = re.compile(r"^Cpupool (?P<pool>\S+): [\w-]+=\S+(?: [\w-]+=\S+)*$")
+_SCHED_HEADER = re.compile(r"^Name\s+ID\s+Weight\s+Cap$")
+_SCHED_ROW = re.compile(r"^(?P<name>\S.*?)\s+(?P<domid>\d+)\s+(?P<weight>\d+)\s+(?P<cap>\d+)$")
+
+
+def parse_sched_credit(text: str, command: str = "xl sched-credit") -> dict[int, SchedParams]:
+    """Parse `xl sched-credit` or `xl sched-credit2` (all pools, or ``-d DOM``):
+    domid -> weight and cap. Strict: every line is a pool line, the header right
+    after it (or first, with ``-d``), or a domain row under a header."""
+    out: dict[int, SchedParams] = {}
+    pool: str | None = None
+    state = "start"  # start | pool (header due) | rows
+    for no, line in _lines(text):
+        if not line.strip():
+            raise XlParseError(command, "blank line", no, line)
+        m = _POOL_LINE.match(line)
+        if m is not None:
+            if state == "pool":
+                raise XlParseError(command, "pool line without a header after the last", no, line)
+            pool, state = m.group("pool"), "pool"
+            continue
+        if _SCHED_HEADER.match(line):
+            if state == "rows":
+                raise XlParseError(command, "a second header without its `Cpupool` line", no, line)
+            state = "rows"
+            continue
+        if state != "rows":
+            raise XlParseError(command, "expected a `Cpupool NAME:` line or the header", no, line)
+        r = _SCHED_ROW.match(line)
+        if r is None:
+            raise XlParseError(command, "not a `Name ID Weight Cap` row", no, line)
+        domid, weight, cap = int(r.group("domid")), int(r.group("weight")), int(r.group("cap"))
+        if not 1 <= weight <= 65535:
+            raise XlParseError(command, f"weight {weight} is not in 1..65535", no, line)
+        if cap > 65535:
+            raise XlParseError(command, f"cap {cap} is not in 0..65535", no, line)
+        if domid in out:
+            raise XlParseError(command, f"domain {domid} listed twice", no, line)
+        out[domid] = SchedParams(domid, r.group("name"), pool, weight, cap)
+    if state == "pool":
+        raise XlParseError(command, "output ends after a `Cpupool` line (no header)")
     return out
 
 

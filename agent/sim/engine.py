@@ -411,7 +411,8 @@ class SimHost(HostCore):
             else:
                 state = DomainState.RUNNING
             out.append(
-                DomainInfo(domid, d.name, d.uuid, state, len(d.vcpus), sum(d.mem_kib), d.pool.name)
+                DomainInfo(domid, d.name, d.uuid, state, len(d.vcpus), sum(d.mem_kib), d.pool.name,
+                           weight=d.weight, cap=d.cap)
             )
         return out
 
