@@ -19,10 +19,11 @@ import trio.testing
 
 from agent.hypervisor import xl_parse as xp
 from agent.hypervisor.interface import Hypervisor, NoSuchDomain
-from agent.hypervisor.model import DomainState, VcpuState
+from agent.hypervisor.model import DomainInfo, DomainState, VcpuState
 from agent.hypervisor.xl import XlError, XlHypervisor, XlPolicy, XlRejected, XlTimeout
 
 C2 = Path(__file__).parent / "fixtures" / "xl" / "2node-credit"
+SCHED = Path(__file__).parent / "fixtures" / "xl" / "2node-sched"
 
 FAKE_XL = r"""
 import json, os, sys, time
@@ -82,6 +83,8 @@ if args[:1] == ["vcpu-pin"]:
     if args[2] == "7":
         replay("err-vcpu-pin-bad-vcpu.txt")
     sys.exit(0)
+if key in ("sched-credit", "sched-credit2"):
+    replay(key + ".txt")
 sys.stderr.write("fake xl: no fixture for %r\n" % (args,))
 sys.exit(2)
 """
@@ -265,3 +268,78 @@ async def test_states_from_real_list(fake: Fake) -> None:
     doms = await fake.hv().domains()
     running, blocked = DomainState.RUNNING, DomainState.BLOCKED
     assert [d.state for d in doms] == [running, running, running, blocked]  # C idles
+
+
+# --- scheduler weight and cap (tests/fixtures/xl/2node-sched: A weight 512, B cap 50,
+# C weight 128 cap 25 in a credit2 pool) ----------------------------------------------------------
+
+
+def weights(doms: list[DomainInfo]) -> dict[str, tuple[int, int]]:
+    return {d.name: (d.weight, d.cap) for d in doms}
+
+
+REAL_WEIGHTS = {"Domain-0": (256, 0), "A": (512, 0), "B": (256, 50), "C": (128, 25)}
+
+
+async def test_weights_come_with_list_l(tmp_path: Path) -> None:
+    fake = Fake(tmp_path, SCHED)
+    doms = await fake.hv().domains()
+    assert weights(doms) == REAL_WEIGHTS
+    assert [d.pool for d in doms] == ["Pool-0", "Pool-0", "Pool-0", "c2"]
+    assert fake.calls() == [["list", "-v", "-c"], ["list", "-l"]]  # no sched-credit run
+
+
+def list_l_without(tmp_path: Path, name: str) -> Path:
+    """2node-sched's `xl list -l` as xl prints it when it cannot retrieve one domain's
+    configuration: that entry left out."""
+    entries = json.loads((SCHED / "list-l.json").read_text())
+    kept = [e for e in entries if e["config"]["c_info"]["name"] != name]
+    assert len(kept) == len(entries) - 1
+    path = tmp_path / "list-l-without.json"
+    path.write_text(json.dumps(kept, indent=4))
+    return path
+
+
+async def test_weights_missing_from_list_l_read_from_sched_credit_rate_limited(
+    tmp_path: Path, mock_clock: trio.testing.MockClock
+) -> None:
+    fake = Fake(tmp_path, SCHED)
+    mapped = json.dumps({"list-l.json": str(list_l_without(tmp_path, "C"))})
+    hv = fake.hv(XlPolicy(timeout_s=20.0, sched_interval_s=30.0), FAKE_XL_MAP=mapped)
+    listing = [["list", "-v", "-c"], ["list", "-l"]]
+    sched = [["sched-credit"], ["sched-credit2"]]
+    assert weights(await hv.domains()) == REAL_WEIGHTS  # C's from `xl sched-credit2`
+    assert fake.calls() == listing + sched
+    mock_clock.jump(29.0)
+    assert weights(await hv.domains()) == REAL_WEIGHTS
+    assert fake.calls() == listing + sched + listing  # within the interval: no re-read
+    mock_clock.jump(1.0)
+    await hv.domains()
+    assert fake.calls() == listing + sched + listing + listing + sched
+
+
+async def test_weight_of_a_domain_in_no_listing_is_the_default_and_asked_once(
+    tmp_path: Path,
+) -> None:
+    # B left out of `xl list -l` and of `xl sched-credit` (as for a domain in an RTDS
+    # pool): xl's default, and no read on every pass for it.
+    fake = Fake(tmp_path, SCHED)
+    mapped = json.dumps({
+        "list-l.json": str(list_l_without(tmp_path, "B")),
+        "sched-credit.txt": str(SCHED / "sched-credit-dom0only.txt"),
+    })
+    hv = fake.hv(XlPolicy(timeout_s=20.0, sched_interval_s=30.0), FAKE_XL_MAP=mapped)
+    assert weights(await hv.domains())["B"] == (256, 0)
+    await hv.domains()
+    assert fake.calls().count(["sched-credit"]) == 1
+
+
+async def test_garbled_sched_credit_is_a_parse_error(tmp_path: Path) -> None:
+    fake = Fake(tmp_path, SCHED)
+    bad = tmp_path / "sched-credit-bad.txt"
+    bad.write_text((SCHED / "sched-credit.txt").read_text().replace("512", "0"))
+    mapped = json.dumps({"list-l.json": str(list_l_without(tmp_path, "A")),
+                         "sched-credit.txt": str(bad)})
+    with pytest.raises(xp.XlParseError, match=r"`xl sched-credit` output, line 4: weight 0"):
+        await fake.hv(FAST, FAKE_XL_MAP=mapped).domains()
+    assert fake.calls().count(["sched-credit"]) == FAST.attempts  # retried, bounded

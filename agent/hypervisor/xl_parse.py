@@ -503,6 +503,10 @@ def parse_sched_credit(text: str, command: str = "xl sched-credit") -> dict[int,
         out[domid] = SchedParams(domid, r.group("name"), pool, weight, cap)
     if state == "pool":
         raise XlParseError(command, "output ends after a `Cpupool` line (no header)")
+    if text and not text.endswith("\n"):
+        # xl ends every line: a last row without one may be cut inside its cap.
+        last = text.splitlines()
+        raise XlParseError(command, "output cut short (no newline at the end)", len(last), last[-1])
     return out
 
 

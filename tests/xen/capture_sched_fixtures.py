@@ -7,8 +7,9 @@
 Runs against the testbed started in the default workdir. Scenario: guests A (weight 512)
 and B (default weight, cap 50) in Pool-0 (credit); pCPUs 6-7 leave Pool-0 for a credit2
 pool ``c2`` (created, never destroyed: see seed.py's ``arrange``), guest C created in it
-with weight 128 and cap 25. Each command's stdout goes to ``OUT/<name>``; ``setup.json``
-lists the commands; failing ones also get ``.stderr`` and ``.rc``.
+with weight 128 and cap 25. Each command's stdout goes to ``OUT/<name>``; ``capture.json``
+lists the commands (not ``setup.json``: that marks the full setups test_xl_parse walks);
+failing ones also get ``.stderr`` and ``.rc``.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def main() -> int:
     run("sched-credit-A.txt", ["xl", "sched-credit", "-d", "A"])
     run("sched-credit2-C.txt", ["xl", "sched-credit2", "-d", "C"])
     run("sched-credit-pool0.txt", ["xl", "sched-credit", "-p", "Pool-0"])
-    run("list-v-c.txt", ["xl", "list", "-v", "-c"])
+    run("list-vc.txt", ["xl", "list", "-v", "-c"])
     run("list-l.json", ["xl", "list", "-l"])
     run("cpupool-list.txt", ["xl", "cpupool-list"])
     run("err-sched-credit-bad-domain.txt", ["xl", "sched-credit", "-d", "99"], True)
