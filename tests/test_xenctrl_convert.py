@@ -7,12 +7,14 @@ import ctypes
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.hypervisor import xenctrl as xc
 from agent.hypervisor import xl_parse as xp
-from agent.hypervisor.interface import HypervisorError
+from agent.hypervisor.interface import HypervisorError, NoSuchDomain
 from agent.hypervisor.model import DomainState, VcpuState
 
 C2 = Path(__file__).parent / "fixtures" / "xl" / "2node-credit"
@@ -35,6 +37,11 @@ C2 = Path(__file__).parent / "fixtures" / "xl" / "2node-credit"
         (xc.XcVcpuInfo, "cpu_time", 8),
         (xc.XcVcpuInfo, "cpu", 16),
         (xc.XcMemInfo, "memfree", 8),
+        # struct xen_domctl_sched_credit / _credit2 (uint16 weight, cap); xc_cpupoolinfo_t.
+        (xc.XcSchedCredit, "cap", 2),
+        (xc.XcCpupoolInfo, "sched_id", 4),
+        (xc.XcCpupoolInfo, "n_dom", 8),
+        (xc.XcCpupoolInfo, "cpumap", 16),
     ],
 )
 def test_structure_layout(struct: type[ctypes.Structure], field: str, offset: int) -> None:
@@ -45,6 +52,8 @@ def test_structure_sizes() -> None:
     assert ctypes.sizeof(xc.XcDomainInfo) == 112
     assert ctypes.sizeof(xc.XcVcpuInfo) == 24
     assert ctypes.sizeof(xc.XcCpuTopo) == 12
+    assert ctypes.sizeof(xc.XcSchedCredit) == 4
+    assert ctypes.sizeof(xc.XcCpupoolInfo) == 24
 
 
 @settings(deadline=None, derandomize=True, max_examples=100)
@@ -153,3 +162,71 @@ def test_open_hypervisor_falls_back_to_xl() -> None:
     hv, why = xc.open_hypervisor()
     assert isinstance(hv, XlHypervisor)
     assert why.startswith("xl (libxenctrl unavailable: ")
+
+
+# --- weights and caps through XenctrlHypervisor (a stand-in for the library's calls) ---------
+
+
+class FakeXc:
+    """The Xenctrl calls XenctrlHypervisor.domains makes, answering from tables and
+    counting the scheduler ones. Pool 0 credit1, pool 1 credit2, pool 2 RTDS."""
+
+    def __init__(self) -> None:
+        self.doms = {0: 0, 1: 0, 2: 1, 3: 2}  # domid -> cpupool
+        self.params = {0: (256, 0), 1: (512, 0), 2: (128, 25)}
+        self.sched_calls: list[int] = []
+        self.pool_calls: list[int] = []
+
+    def domains(self) -> list[xc.RawDomain]:
+        return [xc.RawDomain(d, 0, 1024, 1024, 0, 1, 0, f"00000000-0000-0000-0000-00000000000{d}",
+                             pool) for d, pool in self.doms.items()]
+
+    def xs_read(self, path: str) -> str | None:
+        parts = path.split("/")
+        return f"d{parts[3]}" if parts[2] == "domain" else f"pool{parts[3]}"
+
+    def pool_scheduler(self, poolid: int) -> int:
+        self.pool_calls.append(poolid)
+        return {0: xc.SCHED_CREDIT, 1: xc.SCHED_CREDIT2, 2: 8}[poolid]
+
+    def sched_params(self, domid: int, sched_id: int) -> tuple[int, int] | None:
+        self.sched_calls.append(domid)
+        if sched_id not in (xc.SCHED_CREDIT, xc.SCHED_CREDIT2):
+            return None
+        if domid not in self.params:
+            raise NoSuchDomain(f"d{domid}")
+        return self.params[domid]
+
+
+async def test_xenctrl_weights_are_read_for_new_domains_and_per_interval(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    fake = FakeXc()
+    hv = xc.XenctrlHypervisor(fake, sched_interval_s=10.0)  # type: ignore[arg-type]
+    doms = await hv.domains()
+    assert [(d.name, d.pool, d.weight, d.cap) for d in doms] == [
+        ("d0", "pool0", 256, 0), ("d1", "pool0", 512, 0), ("d2", "pool1", 128, 25),
+        ("d3", "pool2", 256, 0),  # RTDS: no weight, xl's default
+    ]
+    assert fake.sched_calls == [0, 1, 2, 3]
+    assert sorted(fake.pool_calls) == [0, 1, 2]  # once per pool and pass
+    fake.params[1] = (1024, 0)
+    fake.doms[4] = 0
+    fake.params[4] = (64, 10)
+    mock_clock.jump(9.0)
+    doms = await hv.domains()
+    assert [(d.domid, d.weight, d.cap) for d in doms][1:] == [
+        (1, 512, 0), (2, 128, 25), (3, 256, 0), (4, 64, 10)  # only the new domain read
+    ]
+    assert fake.sched_calls == [0, 1, 2, 3, 4]
+    mock_clock.jump(1.0)
+    doms = await hv.domains()
+    assert doms[1].weight == 1024  # the interval is over: all read again
+    assert fake.sched_calls == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4]
+
+
+async def test_xenctrl_domain_gone_while_reading_its_weight() -> None:
+    fake = FakeXc()
+    del fake.params[1]  # destroyed between the domain list and its scheduler call
+    doms = await xc.XenctrlHypervisor(fake).domains()  # type: ignore[arg-type]
+    assert (doms[1].weight, doms[1].cap) == (256, 0)

@@ -529,14 +529,12 @@ class XenctrlHypervisor:
         self._sched[key] = got
         return got
 
-    def _domains_sync(self) -> list[DomainInfo]:
+    def _domains_sync(self, fresh: bool = True) -> list[DomainInfo]:
+        """Domains (in a worker thread); ``fresh``: re-read every domain's weight and cap,
+        else only new domains'."""
         out: list[DomainInfo] = []
         pools: dict[int, str] = {}
         sched_ids: dict[int, int] = {}
-        now = self._trio.current_time()
-        fresh = now - self._sched_at >= self._sched_interval
-        if fresh:
-            self._sched_at = now
         raw = self._xc.domains()
         alive = {(d.domid, d.uuid) for d in raw}
         self._sched = {k: v for k, v in self._sched.items() if k in alive}
@@ -565,7 +563,11 @@ class XenctrlHypervisor:
         return out
 
     async def domains(self) -> list[DomainInfo]:
-        return await self._call(self._domains_sync)
+        now = self._trio.current_time()
+        fresh = now - self._sched_at >= self._sched_interval
+        if fresh:
+            self._sched_at = now
+        return await self._call(lambda: self._domains_sync(fresh))
 
     def _vcpus_sync(self, domid: int | None) -> list[VcpuInfo]:
         doms = self._xc.domains()
