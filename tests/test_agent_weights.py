@@ -9,15 +9,20 @@ busy (demand 1).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from agent.daemon.fixup import spill_room
+from agent.daemon.simhost import run_virtual
 from agent.hypervisor.model import DomainInfo, DomainState, Node, Topology, VcpuInfo, VcpuState
 from agent.sim.backend import SimHypervisor
 from agent.sim.engine import SimHost
+from agent.sim.scenario import parse_scenario
 from agent.sim.spec import CpuBound, DomainSpec, HostSpec, Idle, NodeSpec
 from agent.state import HostView, Observation, VcpuKey, build_state
 
+SCENARIOS = Path(__file__).parents[1] / "agent" / "sim" / "scenarios"
 CPUS = 4
 TOPO = Topology(
     nodes=tuple(Node(n, frozenset(range(n * CPUS, (n + 1) * CPUS)), 8 << 20, 4 << 20)
@@ -114,3 +119,24 @@ async def test_the_simulator_reports_the_scenario_weight() -> None:
     assert [(d.name, d.weight, d.cap) for d in doms] == [
         ("Domain-0", 256, 0), ("A", 512, 0), ("B", 256, 0)
     ]
+
+
+def test_the_agent_keeps_weighted_shares_in_the_seed_scenario() -> None:
+    # seed-abc's first phase (A, B, C with 26 busy vCPUs each in a pool of 26 + 26
+    # pCPUs), B given weight 512: shares 13, 26, 13 (equal weights: 26 each of 78 ->
+    # 17.3). The agent, observing the simulator through its Hypervisor interface, counts
+    # them: node 0's own domain A is due 13 of its 26 pCPUs, 13 are room for node 1's
+    # overflow (equal weights: 8.7).
+    text = (SCENARIOS / "seed-abc.toml").read_text()
+    text = text.replace("[domains.B]\n", "[domains.B]\nweight = 512\n", 1)
+    scenario = parse_scenario(text, source="seed-abc+B512").with_overrides(duration_s=2.0)
+    run = run_virtual(scenario)
+    v = run.agent.view
+    assert v is not None
+    by_name = {d.name: d for d in v.domains}
+    assert [by_name[n].weight for n in "ABC"] == [256, 512, 256]
+    assert [round(by_name[n].fair_scale, 3) for n in "ABC"] == [0.5, 1.0, 0.5]
+    assert v.flows[("guests", 1, 0)] == pytest.approx(13.0)
+    # The simulator's credit1 honours the weight too: B runs about twice as long as C.
+    first = run.result.to_dict()["phases"][0]["domains"]
+    assert first["B"]["run_s"] == pytest.approx(2 * first["C"]["run_s"], rel=0.15)
