@@ -173,3 +173,22 @@ async def test_xenctrl_pin(hv: XlHypervisor, testbed: Testbed) -> None:
     assert (v0.hard, v0.soft) == (frozenset({4, 5}), frozenset(range(4)))
     restored = probe(testbed, "pin", str(a), "0", "0-7", "-")
     assert restored == {"hard": list(range(8)), "soft": [0, 1, 2, 3]}
+
+
+async def test_weights_and_caps_by_every_path(hv: XlHypervisor, testbed: Testbed) -> None:
+    # Set as an admin does, after `xl create`; read back by `xl list -l` (host side),
+    # and in dom0 by libxenctrl and the `xl sched-credit[2]` listings (tests/xen/sched_probe.py).
+    a, b = domid_of(testbed, "A"), domid_of(testbed, "B")
+    testbed.run(["xl", "sched-credit", "-d", "A", "-w", "512"], check=True)
+    testbed.run(["xl", "sched-credit", "-d", "B", "-c", "50"], check=True)
+    try:
+        by_xl = {d.domid: (d.weight, d.cap) for d in await hv.domains()}
+        assert (by_xl[0], by_xl[a], by_xl[b]) == ((256, 0), (512, 0), (256, 50))
+        argv = ["python3", "/xnuma-src/tests/xen/sched_probe.py"]
+        seen = json.loads(testbed.run(argv, timeout=180, check=True).stdout)
+        want = {str(k): [n, "Pool-0", *by_xl[k]] for k, n in ((0, "Domain-0"), (a, "A"), (b, "B"))}
+        for path in ("xenctrl", "xl", "sched_listing"):
+            assert {k: v for k, v in seen[path].items() if k in want} == want, path
+    finally:
+        testbed.run(["xl", "sched-credit", "-d", "A", "-w", "256"], check=True)
+        testbed.run(["xl", "sched-credit", "-d", "B", "-c", "0"], check=True)
