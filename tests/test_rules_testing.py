@@ -171,3 +171,50 @@ def test_fields_lists_the_whole_catalogue() -> None:
     assert {f["name"] for f in data["objects"]["vcpu"]} == set(OBJECT_FIELDS["vcpu"])
     assert {"name": "run_rate", "type": "float", "unit": "fraction",
             "doc": OBJECT_FIELDS["vcpu"]["run_rate"].doc} in data["objects"]["vcpu"]
+
+
+WEIGHT_RULE = '''[[rule]]
+name = "heavy"
+on = ["tick"]
+for_each = "domain"
+when = "domain.weight >= 512 and domain.cap == 50"
+[rule.action]
+type = "note"
+message = "'heavy'"
+'''
+
+
+def test_domain_weight_and_cap_reach_the_rules(tmp_path: Path) -> None:
+    (tmp_path / "heavy.toml").write_text(WEIGHT_RULE)
+    path = tmp_path / "heavy_test.toml"
+    path.write_text('''rules = ["heavy.toml"]
+[host]
+nodes = 2
+cpus = 2
+[[domain]]
+domid = 4
+vcpus = 1
+soft = [0]
+weight = 512
+cap = 50
+[[domain]]
+domid = 5
+vcpus = 1
+soft = [1]
+[[step]]
+at = 0
+event = "tick"
+expect = [{ rule = "heavy", subject = "domain 4", outcome = "act" }]
+''')
+    result = run_file(path)
+    assert result.ok, result.report()
+
+
+@pytest.mark.parametrize("value", ["0", "70000", "1.5", "true"])
+def test_bad_weight_in_a_test_file_is_named(tmp_path: Path, value: str) -> None:
+    (tmp_path / "fix.toml").write_text(RULE)
+    path = tmp_path / "fix_test.toml"
+    path.write_text(HEAD + f"weight = {value}\n")
+    result = run_file(path)
+    assert not result.ok
+    assert [e for e in result.errors if e.startswith("[[domain]] #1 weight: ")], result.errors

@@ -58,6 +58,8 @@ DOMAIN = _fields(
     ("pool", STR, "", "cpupool name"),
     ("vcpu_count", INT, "vCPUs", "number of vCPUs"),
     ("memory_mib", INT, "MiB", "memory size"),
+    ("weight", INT, "", "scheduler weight 1-65535 (xl sched-credit[2] -w; 256 by default)"),
+    ("cap", INT, "% of a pCPU", "scheduler cap (xl sched-credit[2] -c; 0: none)"),
     ("home_node", INT, "node id", "its soft affinity's node, else where most memory is; -1"),
     ("soft_nodes", NODESET, "node ids", "nodes its vCPUs' soft affinity covers"),
     ("hard_nodes", NODESET, "node ids", "nodes its vCPUs' hard affinity covers"),

@@ -87,7 +87,7 @@ KIB_PER_MIB = 1024
 _TOP_KEYS = ("description", "rules", "host", "domain", "backend", "step")
 _HOST_KEYS = ("nodes", "cpus", "memory_mib", "distances", "reserved_mib")
 _DOMAIN_KEYS = ("domid", "name", "vcpus", "memory_mib", "soft", "hard", "pin", "memory", "run",
-                "rate", "state", "agent_pinned")
+                "rate", "state", "agent_pinned", "weight", "cap")
 _BACKEND_KEYS = ("pid", "kind", "domid", "devid", "kthread", "cpus")
 _STEP_KEYS = ("at", "set", "event", "expect")
 _EXPECT_KEYS = ("rule", "subject", "outcome", "reason", "action")
@@ -96,6 +96,14 @@ _VCPU_CHANGE_KEYS = ("domain", "vcpu", "run", "rate", "agent_pinned")
 
 class TestFileError(Exception):
     """A test file that cannot be run as written."""
+
+
+def _bounded(t: dict[str, Any], key: str, default: int, low: int, high: int, where: str) -> int:
+    """An integer key in [low, high] (a scheduler weight or cap), else ``default``."""
+    value = t.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise TestFileError(f"{where} {key}: {value!r} is not an integer in {low}-{high}")
+    return value
 
 
 @dataclass
@@ -112,6 +120,8 @@ class _Dom:
     rate: list[float]
     state: str
     agent_pinned: set[int]
+    weight: int = 256
+    cap: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +332,8 @@ class HostModel:
             memory_mib=memory_mib, soft=soft, hard=hard, pin=pin, memory=memory, run=run,
             rate=self.rates(t.get("rate", 1.0), vcpus, where), state=state,
             agent_pinned=set(_ints(t.get("agent_pinned", []), f"{where} agent_pinned")),
+            weight=_bounded(t, "weight", 256, 1, 65535, where),
+            cap=_bounded(t, "cap", 0, 0, 65535, where),
         )
 
     def rates(self, value: Any, vcpus: int, where: str) -> list[float]:
@@ -367,7 +379,7 @@ class HostModel:
             uuid = f"00000000-0000-4000-8000-{d.domid:012d}"
             state = DomainState(d.state)
             domains.append(DomainInfo(d.domid, d.name, uuid, state, d.vcpus,
-                                      d.memory_mib * KIB_PER_MIB))
+                                      d.memory_mib * KIB_PER_MIB, weight=d.weight, cap=d.cap))
             if d.memory is not None:
                 memory[d.domid] = tuple(m * KIB_PER_MIB for m in d.memory)
             for v in range(d.vcpus):
