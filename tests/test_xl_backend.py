@@ -343,3 +343,19 @@ async def test_garbled_sched_credit_is_a_parse_error(tmp_path: Path) -> None:
     with pytest.raises(xp.XlParseError, match=r"`xl sched-credit` output, line 4: weight 0"):
         await fake.hv(FAST, FAKE_XL_MAP=mapped).domains()
     assert fake.calls().count(["sched-credit"]) == FAST.attempts  # retried, bounded
+
+
+async def test_an_action_runs_once_and_its_caller_retries(fake: Fake) -> None:
+    # One retry policy bounds an action (agent/daemon/retry.py): the backend runs
+    # `xl vcpu-pin` once, else the two loops would multiply attempts and timeouts.
+    from agent.daemon.retry import RetryPolicy, Tries, call
+
+    hv = fake.hv(FAKE_XL_FAIL="2")
+    with pytest.raises(XlError, match="transient failure"):
+        await hv.set_vcpu_affinity(1, 1, r(0, 3), None)
+    assert len(fake.calls()) == 1
+    tries = Tries()
+    await call(RetryPolicy(attempts=3, first_wait_s=0.01), tries,
+               lambda: hv.set_vcpu_affinity(1, 1, r(0, 3), None))
+    assert tries.count == 2
+    assert fake.calls()[1:] == [["vcpu-pin", "1", "1", "0-3", "-"]] * 2

@@ -1,9 +1,11 @@
 """Bounded retries of hypervisor calls: transient failures only, on trio's clock.
 
 A ``NoSuchDomain`` (the domain went away) or a request the toolstack rejects
-(``XlRejected``: a bad mask) cannot get better by asking again; anything else a
+(``Rejected``: a bad mask) cannot get better by asking again; anything else a
 backend raises as ``HypervisorError`` (a timeout, an exit status, a lost race)
-may. The caller learns how many attempts it took, for the audit record.
+may (``agent.hypervisor.interface.transient``). This is the one retry policy of
+actions: backends run an action once. The caller learns how many attempts it
+took, for the audit record.
 """
 
 from __future__ import annotations
@@ -15,14 +17,9 @@ from typing import TypeVar
 import tenacity
 import trio
 
-from agent.hypervisor.interface import HypervisorError, NoSuchDomain
-from agent.hypervisor.xl import XlRejected
+from agent.hypervisor.interface import transient
 
 T = TypeVar("T")
-
-
-def transient(exc: BaseException) -> bool:
-    return isinstance(exc, HypervisorError) and not isinstance(exc, NoSuchDomain | XlRejected)
 
 
 @dataclass(frozen=True, slots=True)

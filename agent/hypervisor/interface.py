@@ -19,6 +19,17 @@ class NoSuchDomain(HypervisorError):
     """The domain (or vCPU) does not exist (any more)."""
 
 
+class Rejected(HypervisorError):
+    """The hypervisor or toolstack refused the request itself (an empty or invalid mask, a
+    bad argument): asking again cannot help."""
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether asking again may succeed: a timeout, an exit status, a lost race may pass;
+    a domain that is gone or a request refused as such will not."""
+    return isinstance(exc, HypervisorError) and not isinstance(exc, NoSuchDomain | Rejected)
+
+
 class Hypervisor(Protocol):
     async def topology(self) -> Topology:
         """Nodes, their pCPUs, memory (free memory is current) and distances."""

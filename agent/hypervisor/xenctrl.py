@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from agent.hypervisor.interface import HypervisorError, NoSuchDomain
+from agent.hypervisor.interface import HypervisorError, NoSuchDomain, Rejected
 from agent.hypervisor.model import (
     CpuSet,
     DomainInfo,
@@ -626,7 +626,7 @@ class XenctrlHypervisor:
     ) -> None:
         for name, mask in (("hard", hard), ("soft", soft)):
             if mask is not None and not mask:
-                raise HypervisorError(f"refused: empty {name} affinity for d{domid}v{vcpu}")
+                raise Rejected(f"refused: empty {name} affinity for d{domid}v{vcpu}")
         await self._call(lambda: self._xc.set_affinity(domid, vcpu, hard, soft))
 
 

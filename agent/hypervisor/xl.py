@@ -22,7 +22,7 @@ import tenacity
 import trio
 
 from agent.hypervisor import xl_parse
-from agent.hypervisor.interface import HypervisorError, NoSuchDomain
+from agent.hypervisor.interface import HypervisorError, NoSuchDomain, Rejected, transient
 from agent.hypervisor.model import (
     CpuSet,
     DomainInfo,
@@ -50,7 +50,7 @@ class XlTimeout(XlError):
     """`xl` did not finish within the timeout (it was killed)."""
 
 
-class XlRejected(XlError):
+class XlRejected(XlError, Rejected):
     """xl refused the request itself (a bad mask or argument): retrying cannot help."""
 
 
@@ -70,10 +70,6 @@ def classify_failure(argv: Sequence[str], rc: int, stderr: str) -> XlError | NoS
     if _REJECTED.search(stderr):
         return XlRejected(argv, f"was rejected (exit {rc})", stderr)
     return XlError(argv, f"failed (exit {rc})", stderr)
-
-
-def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, HypervisorError) and not isinstance(exc, NoSuchDomain | XlRejected)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +139,7 @@ class XlHypervisor:
             sleep=trio.sleep,
             stop=tenacity.stop_after_attempt(p.attempts),
             wait=tenacity.wait_exponential(multiplier=p.backoff_first_s, max=p.backoff_max_s),
-            retry=tenacity.retry_if_exception(_retryable),
+            retry=tenacity.retry_if_exception(transient),
             reraise=True,
         )
         async for attempt in retrying:
@@ -231,10 +227,12 @@ class XlHypervisor:
                 raise XlRejected(
                     ["vcpu-pin"], f"refused: empty {name} affinity for d{domid}v{vcpu}"
                 )
-        await self.run(
+        # Once: actions are retried by their caller (agent/daemon/retry.py), so that one
+        # policy bounds them; retrying here too would multiply the attempts (and timeouts).
+        await self._once((
             "vcpu-pin",
             str(domid),
             str(vcpu),
             "-" if hard is None else format_cpuset(hard),
             "-" if soft is None else format_cpuset(soft),
-        )
+        ))

@@ -98,7 +98,7 @@ class TestFileError(Exception):
     """A test file that cannot be run as written."""
 
 
-def _bounded(t: dict[str, Any], key: str, default: int, low: int, high: int, where: str) -> int:
+def _bounded(t: Mapping[str, Any], key: str, default: int, low: int, high: int, where: str) -> int:
     """An integer key in [low, high] (a scheduler weight or cap), else ``default``."""
     value = t.get(key, default)
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
