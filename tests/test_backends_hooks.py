@@ -1,10 +1,12 @@
 """BackendHooks in an agent-shaped loop on the seed scenario: backends found through the
 embedded xenstored and the simulated dom0, pinned by the shipped rule, rejected entries
-recorded once, xenstore read only when something may have changed, and backends
-following their guest's home node. Virtual time."""
+recorded once, xenstore read only when something may have changed (by the extension's
+own rescan task, never inside a scan), and backends following their guest's home node.
+Virtual time."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -40,8 +42,11 @@ async def test_backend_hooks_on_the_seed(autojump_clock: trio.testing.MockClock)
                                            RULES / "engine.toml"]))
     async with xenstore(ts.hub) as xs, trio.open_nursery() as nursery:
         await nursery.start(hooks.run, xs, agent.wake)
-        await agent.scan()
-        assert hooks.scans == 1
+        await agent.scan()  # the guests, for the rescan task; nothing read yet
+        assert hooks.scans == 0 and agent.view is not None and not agent.view.backends
+        await until(lambda: hooks.scans == 1)
+        assert not recorder.of("action", "backend.pin")
+        await agent.scan()  # takes the rescan, and pins against its own snapshot
         names = {live.domid: name for name, live in runner.live.items()}
         home = {"A": 0, "B": 1, "C": 1}
         for p in ts.dom0.placements(sim):
@@ -72,11 +77,12 @@ async def test_backend_hooks_on_the_seed(autojump_clock: trio.testing.MockClock)
         await trio.sleep(2)
         await agent.scan()
         before, some = hooks.scans, hooks.partial_scans
+        agent.wakeup = trio.Event()
         ts.session.write(f"/local/domain/0/backend/vbd/{a}/51712/kthread-pid",
                          str(ts.backend_pid(a)))
-        await trio.sleep(2)
-        await agent.scan()
+        await agent.wakeup.wait()  # the task read it, and asks for a pass
         assert (hooks.scans, hooks.partial_scans) == (before, some + 1)
+        await agent.scan()
         assert agent.view is not None and all(v.on_home for v in agent.view.backends)
         assert {v.domid for v in agent.view.backends} == set(names) - {0}
         # One that names no guest (the subtree itself) makes it read every guest's.
@@ -85,6 +91,11 @@ async def test_backend_hooks_on_the_seed(autojump_clock: trio.testing.MockClock)
         await agent.scan()
         assert (hooks.scans, hooks.partial_scans) == (before + 1, some + 1)
         nursery.cancel_scope.cancel()
+
+
+async def until(done: Callable[[], bool]) -> None:
+    while not done():
+        await trio.sleep(0.01)
 
 
 def test_the_guest_a_backend_path_names() -> None:

@@ -148,51 +148,74 @@ def check(c: Candidate, procs: ProcessTable) -> ProcessInfo | Rejected:
                     f"{what} '{info.comm}' is not a backend of domain {c.domid}", c.domid)
 
 
+class DiscoveryRun:
+    """``discover`` a guest at a time, so that a caller may yield between guests
+    (the backend extension's rescan task): ``guest`` for each, then ``by_name``
+    once, then ``done``. Each pid is taken once in a run."""
+
+    def __init__(self, procs: ProcessTable, *, by_name: bool = True) -> None:
+        self.procs = procs
+        self.by_name_too = by_name
+        self.result = Discovery()
+        self._all_cpus = procs.cpus()
+        self._seen: set[int] = set()
+
+    def _add(self, info: ProcessInfo, kind: str, domid: int, devid: int) -> None:
+        if info.pid in self._seen:
+            return
+        self._seen.add(info.pid)
+        try:
+            cpus = self.procs.affinity(info.pid)
+        except OSError:
+            return  # gone meanwhile
+        self.result.backends.append(BackendInfo(
+            pid=info.pid, kind=kind, domid=domid, devid=devid, kthread=info.kthread,
+            cpus=frozenset() if cpus >= self._all_cpus else cpus))
+
+    async def guest(self, xs: Operations, domid: int) -> None:
+        """The backends xenstore names for guest ``domid`` (dom0 itself: none)."""
+        if domid <= 0:
+            return
+        for c in await read_candidates(xs, domid, self.result.rejected):
+            checked = check(c, self.procs)
+            if isinstance(checked, Rejected):
+                self.result.rejected.append(checked)
+                continue
+            self._add(checked, "tapdisk" if is_tap(checked) else c.kind, domid, c.devid)
+
+    def by_name(self, domids: Iterable[int]) -> None:
+        """The kernel threads named as backends of ``domids`` (if the run looks by name)."""
+        want = {d for d in domids if d > 0}
+        if not self.by_name_too or not want:
+            return
+        for pid in self.procs.pids():
+            if pid in self._seen:
+                continue
+            info = self.procs.info(pid)
+            if info is None or not info.kthread:
+                continue
+            name = backend_thread(info.comm)
+            if name is not None and name.domid in want:
+                self._add(info, name.kind, name.domid, name.devid)
+
+    def done(self) -> Discovery:
+        self.result.backends.sort(key=lambda b: (b.domid, b.pid))
+        return self.result
+
+
 async def discover(
     xs: Operations | None, procs: ProcessTable, domids: Iterable[int], *, by_name: bool = True
 ) -> Discovery:
     """The backends of the guests ``domids`` (dom0 itself is skipped), each once,
     with the CPUs it may run on now (empty: all of them). Without xenstore
     (``xs`` None) only the kernel threads found by name."""
-    result = Discovery()
     wanted = sorted({d for d in domids if d > 0})
-    all_cpus = procs.cpus()
-    seen: set[int] = set()
-
-    def add(info: ProcessInfo, kind: str, domid: int, devid: int) -> None:
-        if info.pid in seen:
-            return
-        seen.add(info.pid)
-        try:
-            cpus = procs.affinity(info.pid)
-        except OSError:
-            return  # gone meanwhile
-        result.backends.append(BackendInfo(
-            pid=info.pid, kind=kind, domid=domid, devid=devid, kthread=info.kthread,
-            cpus=frozenset() if cpus >= all_cpus else cpus))
-
-    for domid in wanted if xs is not None else ():
-        assert xs is not None
-        for c in await read_candidates(xs, domid, result.rejected):
-            checked = check(c, procs)
-            if isinstance(checked, Rejected):
-                result.rejected.append(checked)
-                continue
-            kind = "tapdisk" if is_tap(checked) else c.kind
-            add(checked, kind, domid, c.devid)
-    if by_name:
-        want = set(wanted)
-        for pid in procs.pids():
-            if pid in seen:
-                continue
-            info = procs.info(pid)
-            if info is None or not info.kthread:
-                continue
-            name = backend_thread(info.comm)
-            if name is not None and name.domid in want:
-                add(info, name.kind, name.domid, name.devid)
-    result.backends.sort(key=lambda b: (b.domid, b.pid))
-    return result
+    run = DiscoveryRun(procs, by_name=by_name)
+    if xs is not None:
+        for domid in wanted:
+            await run.guest(xs, domid)
+    run.by_name(wanted)
+    return run.done()
 
 
 def backend_pids(found: Sequence[BackendInfo]) -> frozenset[int]:

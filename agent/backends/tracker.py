@@ -58,11 +58,23 @@ class BackendTracker:
         """``scan`` for the guests ``domids`` only (new ones, or whose backend entries
         changed); the others' backends as ``refresh`` finds them (CPUs read again),
         those of guests not in ``live`` dropped."""
+        some = frozenset(domids)
+        found = await discover(xs, self.procs, some & frozenset(live), by_name=self.by_name)
+        return self.apply(found, some, live)
+
+    def apply(self, found: Discovery, domids: Iterable[int], live: Iterable[int]) -> Scan:
+        """A discovery of the guests ``domids`` made earlier (no I/O here but the
+        CPUs read again): their backends are now ``found``'s; the others' as
+        ``refresh`` finds them, those of guests not in ``live`` dropped."""
         some, alive = frozenset(domids), frozenset(live)
-        found: Discovery = await discover(xs, self.procs, some & alive, by_name=self.by_name)
         before = set(self._known)
         kept = self.refresh()
-        fresh = {(b.pid, b.domid): b for b in found.backends}
+        all_cpus = self.procs.cpus()
+        fresh: dict[tuple[int, int], BackendInfo] = {}
+        for b in found.backends:  # found a while ago: its CPUs as they are now
+            seen = self._reread(b, all_cpus) if b.domid in alive else None
+            if seen is not None:
+                fresh[(b.pid, b.domid)] = seen
         now = {(b.pid, b.domid): b for b in kept.backends
                if b.domid not in some and b.domid in alive}
         gone = kept.gone + [b for k, b in self._known.items() if k not in now and k not in fresh]
@@ -71,7 +83,8 @@ class BackendTracker:
         now.update(fresh)
         self._known = now
         return Scan(tuple(sorted(now.values(), key=lambda b: (b.domid, b.pid))),
-                    [b for k, b in fresh.items() if k not in before], gone, found.rejected)
+                    [b for k, b in fresh.items() if k not in before], gone,
+                    [r for r in found.rejected if r.domid < 0 or r.domid in alive])
 
     def refresh(self) -> Scan:
         """The backends of the last scan, with their CPUs read again; gone ones
@@ -80,18 +93,25 @@ class BackendTracker:
         now: dict[tuple[int, int], BackendInfo] = {}
         gone: list[BackendInfo] = []
         for key, b in self._known.items():
-            try:
-                cpus = self.procs.affinity(b.pid) if self.procs.info(b.pid) else None
-            except OSError:
-                cpus = None
-            if cpus is None:
+            seen = self._reread(b, all_cpus)
+            if seen is None:
                 gone.append(b)
                 self.pinner.refused.pop(b.pid, None)
                 continue
-            mask = frozenset() if cpus >= all_cpus else cpus
-            now[key] = b if b.cpus == mask else replace(b, cpus=mask)
+            now[key] = seen
         self._known = now
         return Scan(tuple(sorted(now.values(), key=lambda b: (b.domid, b.pid))), [], gone)
+
+    def _reread(self, b: BackendInfo, all_cpus: frozenset[int]) -> BackendInfo | None:
+        """``b`` with the CPUs it may run on now; None if its process is gone."""
+        try:
+            cpus = self.procs.affinity(b.pid) if self.procs.info(b.pid) else None
+        except OSError:
+            cpus = None
+        if cpus is None:
+            return None
+        mask = frozenset() if cpus >= all_cpus else cpus
+        return b if b.cpus == mask else replace(b, cpus=mask)
 
     @property
     def backends(self) -> tuple[BackendInfo, ...]:
