@@ -13,6 +13,10 @@ An extension (``AgentHooks``; ``agent.placement.hooks.PlacementHooks`` and
     hooks.handlers                             # the action types it carries out
     hooks.after_scan()                         # each scan, once its actions ran
 
+``augment`` runs inside the loop's pass, which answers nothing meanwhile: slow I/O
+(xenstore crawls) belongs in the tasks ``run`` starts, which publish their results
+for ``augment`` to take (``agent.backends.hooks`` does so).
+
 ``ActionRecorder`` is the agent's recorder (``agent.daemon.recorder``) as far
 as an extension writes to it.
 """
