@@ -231,7 +231,7 @@ class DaemonPair:
                 got_emb = emb.run(number, step)
                 if self.embedded.daemon.c_daemon_crashes != before:
                     # This request crashes the C daemon (see DIFFERENCES in
-                    # agent/xenstore/daemon.py): check that it does, then start afresh.
+                    # agent/xenstore/differences.py): check that it does, then start afresh.
                     real.run(number, step)
                     assert not self.real.running or _died(self.real), (
                         f"embedded predicted a crash of the C daemon at {step}"

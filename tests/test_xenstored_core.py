@@ -10,7 +10,8 @@ import struct
 
 import pytest
 
-from agent.xenstore.daemon import Connection, XenstoreDaemon
+from agent.xenstore.connections import Connection
+from agent.xenstore.daemon import XenstoreDaemon
 from agent.xenstore.wire import Op, Packet, encode_raw
 
 

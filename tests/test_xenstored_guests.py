@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.xenstore.daemon import DomainStatus, XenstoreDaemon
+from agent.xenstore.daemon import XenstoreDaemon
+from agent.xenstore.domain_lifecycle import DomainStatus
 from agent.xenstore.wire import Op, Packet
 
 try:

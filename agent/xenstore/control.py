@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from agent.xenstore import lookup
 from agent.xenstore.cstring import U32, count_strings, cstr, get_strings
 
 if TYPE_CHECKING:
@@ -85,7 +86,7 @@ def _show(quotas: Quotas, table: tuple[tuple[str, str, str], ...]) -> bytes:
 def _set(xsd: XenstoreDaemon, args: list[bytes], table: tuple[tuple[str, str, str], ...]) -> Result:
     if len(args) != 2:
         return E.EINVAL
-    val = xsd.c_atoi(args[1])
+    val = lookup.c_atoi(xsd, args[1])
     if val < 1:
         return E.EINVAL
     for name, attr, _ in table:
@@ -102,7 +103,7 @@ def _quota(xsd: XenstoreDaemon, args: list[bytes]) -> Result:
         return _set(xsd, args[1:], _HARD)
     if len(args) != 1:
         return E.EINVAL
-    domid = xsd.c_atoi(args[0]) & U32
+    domid = lookup.c_atoi(xsd, args[0]) & U32
     d = xsd.store.domains.find(domid)
     if d is None:
         return E.ENOENT
@@ -141,7 +142,7 @@ def _live_update(xsd: XenstoreDaemon, args: list[bytes]) -> Result:
         i = 1
         while i < len(args):
             if args[i] == b"-t" and i < len(args) - 1:
-                xsd.c_atoi(args[i + 1])
+                lookup.c_atoi(xsd, args[i + 1])
                 i += 1
             elif args[i] != b"-F":
                 return E.EINVAL

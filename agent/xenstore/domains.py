@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from agent.xenstore.cstring import PERM_NONE
 
 if TYPE_CHECKING:
-    from agent.xenstore.daemon import Connection
+    from agent.xenstore.connections import Connection
 
 DOMID_FIRST_RESERVED = 0x7FF0
 DOMID_SELF = 0x7FF0

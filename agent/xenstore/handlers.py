@@ -2,7 +2,7 @@
 
 Each ``do_*`` follows the function of the same name in the C xenstored 4.17
 (``xenstored_core.c``, ``xenstored_watch.c``, ``xenstored_domain.c``,
-``xenstored_transaction.c``): it answers through ``xsd.send_reply`` and
+``xenstored_transaction.c``): it answers through ``output.send_reply`` and
 returns 0, or returns the errno to answer with. Some return ``errno`` as the
 C code does even where nothing set it (``xsd.store.errno``).
 """
@@ -13,7 +13,15 @@ import errno as E
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
-from agent.xenstore import control
+from agent.xenstore import (
+    connections,
+    control,
+    domain_lifecycle,
+    lookup,
+    output,
+    tree,
+    watches,
+)
 from agent.xenstore.cstring import (
     PERM_IGNORE,
     PERM_OWNER,
@@ -33,30 +41,31 @@ from agent.xenstore.watches import Watch, watch_path
 from agent.xenstore.wire import PAYLOAD_MAX, REL_PATH_MAX, Op
 
 if TYPE_CHECKING:
-    from agent.xenstore.daemon import Connection, XenstoreDaemon
+    from agent.xenstore.connections import Connection
+    from agent.xenstore.daemon import XenstoreDaemon
 
 Handler = Callable[["XenstoreDaemon", "Connection", bytes], int]
 
 
 def do_directory(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
-    node, _ = xsd.get_node_canonical(conn, onearg(payload), PERM_READ)
+    node, _ = lookup.get_node_canonical(xsd, conn, onearg(payload), PERM_READ)
     if node is None:
         return xsd.store.errno
-    xsd.send_reply(conn, Op.DIRECTORY, node.children)
+    output.send_reply(xsd, conn, Op.DIRECTORY, node.children)
     return 0
 
 def do_directory_part(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
     if count_strings(payload) != 2:
         return E.EINVAL
     first = cstr(payload)
-    node, _ = xsd.get_node_canonical(conn, first, PERM_READ)
+    node, _ = lookup.get_node_canonical(xsd, conn, first, PERM_READ)
     if node is None:
         return xsd.store.errno
-    off = xsd.c_atoi(cstr(payload, len(first) + 1)) & U32
+    off = lookup.c_atoi(xsd, cstr(payload, len(first) + 1)) & U32
     gen = b"%d\0" % node.generation
     children = node.children
     if off >= len(children):
-        xsd.send_reply(conn, Op.DIRECTORY_PART, gen + b"\0")
+        output.send_reply(xsd, conn, Op.DIRECTORY_PART, gen + b"\0")
         return 0
     size, maxlen = 0, PAYLOAD_MAX - len(gen) - 1
     while size + len(cstr(children, off + size)) < maxlen:
@@ -66,18 +75,18 @@ def do_directory_part(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> 
     data = gen + children[off : off + size]
     if off + size == len(children):
         data += b"\0"
-    xsd.send_reply(conn, Op.DIRECTORY_PART, data)
+    output.send_reply(xsd, conn, Op.DIRECTORY_PART, data)
     return 0
 
 def do_read(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
-    node, _ = xsd.get_node_canonical(conn, onearg(payload), PERM_READ)
+    node, _ = lookup.get_node_canonical(xsd, conn, onearg(payload), PERM_READ)
     if node is None:
         return xsd.store.errno
-    xsd.send_reply(conn, Op.READ, node.data)
+    output.send_reply(xsd, conn, Op.READ, node.data)
     return 0
 
 def do_get_perms(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
-    node, _ = xsd.get_node_canonical(conn, onearg(payload), PERM_READ)
+    node, _ = lookup.get_node_canonical(xsd, conn, onearg(payload), PERM_READ)
     if node is None:
         return xsd.store.errno
     strings = b""
@@ -87,7 +96,7 @@ def do_get_perms(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
             xsd.store.errno = E.EINVAL
             return E.EINVAL
         strings += text + b"\0"
-    xsd.send_reply(conn, Op.GET_PERMS, strings)
+    output.send_reply(xsd, conn, Op.GET_PERMS, strings)
     return 0
 
 def do_write(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
@@ -96,46 +105,46 @@ def do_write(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
     if count < 1:
         return E.EINVAL
     value = payload[len(vec[0]) + 1 :]
-    node, name = xsd.get_node_canonical(conn, vec[0], PERM_WRITE)
+    node, name = lookup.get_node_canonical(xsd, conn, vec[0], PERM_WRITE)
     assert name is not None
     if node is None:
         if st.errno != E.ENOENT:
             return st.errno
-        node = xsd.create_node(conn, name, value)
+        node = tree.create_node(xsd, conn, name, value)
         if node is None:
             return st.errno
     else:
         node.data = value
         if st.write_node(conn, node, False):
             return st.errno
-    xsd.fire_watches(conn, name, node, False, None)
-    xsd.send_ack(conn, Op.WRITE)
+    watches.fire_watches(xsd, conn, name, node, False, None)
+    output.send_ack(xsd, conn, Op.WRITE)
     return 0
 
 def do_mkdir(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
     st = xsd.store
-    node, name = xsd.get_node_canonical(conn, onearg(payload), PERM_WRITE)
+    node, name = lookup.get_node_canonical(xsd, conn, onearg(payload), PERM_WRITE)
     if node is None:
         if st.errno != E.ENOENT:
             return st.errno
         if name is None:
             return E.ENOMEM
-        node = xsd.create_node(conn, name, b"")
+        node = tree.create_node(xsd, conn, name, b"")
         if node is None:
             return st.errno
-        xsd.fire_watches(conn, name, node, False, None)
-    xsd.send_ack(conn, Op.MKDIR)
+        watches.fire_watches(xsd, conn, name, node, False, None)
+    output.send_ack(xsd, conn, Op.MKDIR)
     return 0
 
 def do_rm(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
     st = xsd.store
-    node, name = xsd.get_node_canonical(conn, onearg(payload), PERM_WRITE)
+    node, name = lookup.get_node_canonical(xsd, conn, onearg(payload), PERM_WRITE)
     if node is None:
         if st.errno == E.ENOENT:
             if name is None:
                 return E.ENOMEM
             if st.read_node(conn, get_parent(name)) is not None:
-                xsd.send_ack(conn, Op.RM)  # already gone: fine if the parent exists
+                output.send_ack(xsd, conn, Op.RM)  # already gone: fine if the parent exists
                 return 0
             if not st.can_propagate_errno():
                 st.errno = E.ENOENT
@@ -143,10 +152,10 @@ def do_rm(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
     if name == b"/":
         return E.EINVAL
     assert name is not None
-    ret = xsd.rm_node(conn, name)
+    ret = tree.rm_node(xsd, conn, name)
     if ret:
         return ret
-    xsd.send_ack(conn, Op.RM)
+    output.send_ack(xsd, conn, Op.RM)
     return 0
 
 def do_set_perms(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
@@ -178,9 +187,9 @@ def do_set_perms(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
         if special is None or (perm_for_conn(conn, special) & want) != want:
             return st.errno  # C returns errno here, not the error it computed
         xsd.special_perms[first] = perms
-        xsd.send_ack(conn, Op.SET_PERMS)
+        output.send_ack(xsd, conn, Op.SET_PERMS)
         return 0
-    node, name = xsd.get_node_canonical(conn, first, PERM_WRITE | PERM_OWNER)
+    node, name = lookup.get_node_canonical(xsd, conn, first, PERM_WRITE | PERM_OWNER)
     if node is None:
         return st.errno
     assert name is not None
@@ -200,8 +209,8 @@ def do_set_perms(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
         st.entry_inc(conn, node)
         st.errno = saved
         return saved
-    xsd.fire_watches(conn, name, node, False, old_perms)
-    xsd.send_ack(conn, Op.SET_PERMS)
+    watches.fire_watches(xsd, conn, name, node, False, old_perms)
+    output.send_ack(xsd, conn, Op.SET_PERMS)
     return 0
 
 def do_watch(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
@@ -215,8 +224,8 @@ def do_watch(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
         valid = len(path) <= REL_PATH_MAX
     else:
         relative = not path.startswith(b"/")
-        path = xsd.canonicalize(conn, path) or b""
-        valid = xsd.valid_name(path)
+        path = lookup.canonicalize(conn, path) or b""
+        valid = lookup.valid_name(xsd, path)
     st.errno = 0 if valid else E.EINVAL
     if not valid:
         return E.EINVAL
@@ -227,34 +236,34 @@ def do_watch(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
     if st.domains.memory_add(conn.id, len(path) + len(token), False):
         st.errno = E.ENOMEM
         return E.ENOMEM
-    watch = Watch(path, token, xsd.implicit_path(conn) if relative else None)
+    watch = Watch(path, token, lookup.implicit_path(conn) if relative else None)
     if conn.domain is not None:
         conn.domain.nbwatch += 1
     conn.watches.append(watch)
-    xsd.send_ack(conn, Op.WATCH)
+    output.send_ack(xsd, conn, Op.WATCH)
     # Fire once up front, even for a missing node.
-    xsd.send_event(None, conn, watch_path(watch, path), token)
+    output.send_event(xsd, None, conn, watch_path(watch, path), token)
     return 0
 
 def do_unwatch(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
     count, vec = get_strings(payload, 2)
     if count != 2:
         return E.EINVAL
-    node = xsd.canonicalize(conn, vec[0])
+    node = lookup.canonicalize(conn, vec[0])
     for w in conn.watches:
         if w.node == node and w.token == vec[1]:
             conn.watches.remove(w)
             xsd.store.domains.memory_add(conn.id, -(len(w.node) + len(w.token)), True)
             if conn.domain is not None and conn.domain.nbwatch:
                 conn.domain.nbwatch -= 1
-            xsd.send_ack(conn, Op.UNWATCH)
+            output.send_ack(xsd, conn, Op.UNWATCH)
             return 0
     return E.ENOENT
 
 def do_reset_watches(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
-    xsd.delete_all_watches(conn)
-    xsd.delete_all_transactions(conn)
-    xsd.send_ack(conn, Op.RESET_WATCHES)
+    connections.delete_all_watches(xsd, conn)
+    connections.delete_all_transactions(xsd, conn)
+    output.send_ack(xsd, conn, Op.RESET_WATCHES)
     return 0
 
 def do_transaction_start(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
@@ -269,7 +278,7 @@ def do_transaction_start(xsd: XenstoreDaemon, conn: Connection, payload: bytes) 
         if trans.id and trans.id not in conn.transactions:
             break
     conn.transactions[trans.id] = trans
-    xsd.send_reply(conn, Op.TRANSACTION_START, b"%d\0" % trans.id)
+    output.send_reply(xsd, conn, Op.TRANSACTION_START, b"%d\0" % trans.id)
     return 0
 
 def do_transaction_end(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
@@ -294,80 +303,80 @@ def do_transaction_end(xsd: XenstoreDaemon, conn: Connection, payload: bytes) ->
             if ret:
                 return ret
             st.fix_domains(trans, False, True)
-        xsd.send_ack(conn, Op.TRANSACTION_END)
+        output.send_ack(xsd, conn, Op.TRANSACTION_END)
         return 0
     finally:
         st.discard_transaction(trans)
 
 def _fire_commit(xsd: XenstoreDaemon, conn: Connection, acc: AccessedNode) -> None:
-    xsd.fire_watches(conn, acc.node, None, acc.watch_exact, acc.perms)
+    watches.fire_watches(xsd, conn, acc.node, None, acc.watch_exact, acc.perms)
 
 def do_get_domain_path(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
     arg = onearg(payload)
     if arg is None:
         return E.EINVAL
-    domid = xsd.c_atoi(arg) & U32
-    xsd.send_reply(conn, Op.GET_DOMAIN_PATH, b"/local/domain/%d\0" % domid)
+    domid = lookup.c_atoi(xsd, arg) & U32
+    output.send_reply(xsd, conn, Op.GET_DOMAIN_PATH, b"/local/domain/%d\0" % domid)
     return 0
 
 def do_is_domain_introduced(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
     arg = onearg(payload)
     if arg is None:
         return E.EINVAL
-    domid = xsd.c_atoi(arg) & U32
+    domid = lookup.c_atoi(xsd, arg) & U32
     known = domid == DOMID_SELF or xsd.store.domains.find_introduced(domid) is not None
-    xsd.send_reply(conn, Op.IS_DOMAIN_INTRODUCED, b"T\0" if known else b"F\0")
+    output.send_reply(xsd, conn, Op.IS_DOMAIN_INTRODUCED, b"T\0" if known else b"F\0")
     return 0
 
 def do_introduce(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
     count, vec = get_strings(payload, 3)
     if count < 3:
         return E.EINVAL
-    domid = xsd.c_atoi(vec[0]) & U32
-    port = xsd.c_atoi(vec[2]) & U32  # vec[1], the ring's gfn, is not needed
+    domid = lookup.c_atoi(xsd, vec[0]) & U32
+    port = lookup.c_atoi(xsd, vec[2]) & U32  # vec[1], the ring's gfn, is not needed
     if not port:
         return E.EINVAL
-    d = xsd.introduce_domain(domid)
+    d = domain_lifecycle.introduce_domain(xsd, domid)
     if d.conn is not None:  # domain_conn_reset: a re-introduced ring starts afresh
-        xsd.delete_all_watches(d.conn)
-        xsd.delete_all_transactions(d.conn)
-        xsd.free_buffered(d.conn)
-    xsd.send_ack(conn, Op.INTRODUCE)
+        connections.delete_all_watches(xsd, d.conn)
+        connections.delete_all_transactions(xsd, d.conn)
+        output.free_buffered(xsd, d.conn)
+    output.send_ack(xsd, conn, Op.INTRODUCE)
     return 0
 
 def do_release(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
-    d = xsd.onearg_domain(payload)
+    d = domain_lifecycle.onearg_domain(xsd, payload)
     if isinstance(d, int):
         return d
     assert d.conn is not None
-    xsd.talloc_free(d.conn)
-    xsd.send_ack(conn, Op.RELEASE)
+    connections.talloc_free(xsd, d.conn)
+    output.send_ack(xsd, conn, Op.RELEASE)
     return 0
 
 def do_resume(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
-    d = xsd.onearg_domain(payload)
+    d = domain_lifecycle.onearg_domain(xsd, payload)
     if isinstance(d, int):
         return d
     d.shutdown = False
-    xsd.send_ack(conn, Op.RESUME)
+    output.send_ack(xsd, conn, Op.RESUME)
     return 0
 
 def do_set_target(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
     count, vec = get_strings(payload, 2)
     if count < 2:
         return E.EINVAL
-    domid = xsd.c_atoi(vec[0]) & U32
-    tdomid = xsd.c_atoi(vec[1]) & U32
-    d = xsd.connected_domain(domid)
+    domid = lookup.c_atoi(xsd, vec[0]) & U32
+    tdomid = lookup.c_atoi(xsd, vec[1]) & U32
+    d = domain_lifecycle.connected_domain(xsd, domid)
     if isinstance(d, int):
         return d
-    target = xsd.connected_domain(tdomid)
+    target = domain_lifecycle.connected_domain(xsd, tdomid)
     if isinstance(target, int):
         return target
     assert d.conn is not None and target.conn is not None
     target.conn.refs.insert(0, d.conn)
     d.conn.target = target.conn
-    xsd.send_ack(conn, Op.SET_TARGET)
+    output.send_ack(xsd, conn, Op.SET_TARGET)
     return 0
 
 def do_control(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
@@ -376,7 +385,7 @@ def do_control(xsd: XenstoreDaemon, conn: Connection, payload: bytes) -> int:
     result = control.run(xsd, payload)
     if isinstance(result, int):
         return result
-    xsd.send_reply(conn, Op.CONTROL, result)
+    output.send_reply(xsd, conn, Op.CONTROL, result)
     return 0
 
 

@@ -17,7 +17,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
-from agent.xenstore.daemon import Connection, DomainStatus, Outgoing, XenstoreDaemon
+from agent.xenstore.connections import Connection, Outgoing
+from agent.xenstore.daemon import XenstoreDaemon
+from agent.xenstore.domain_lifecycle import DomainStatus
 from agent.xenstore.wire import (
     PAYLOAD_MAX,
     Op,

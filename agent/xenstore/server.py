@@ -18,7 +18,8 @@ from functools import partial
 
 import trio
 
-from agent.xenstore.daemon import Connection, XenstoreDaemon
+from agent.xenstore.connections import Connection
+from agent.xenstore.daemon import XenstoreDaemon
 from agent.xenstore.hub import XenstoreHub
 from agent.xenstore.wire import Packet
 

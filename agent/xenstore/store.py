@@ -34,7 +34,7 @@ from agent.xenstore.cstring import (
 from agent.xenstore.domains import DomainTable, Quotas, domid_is_unprivileged
 
 if TYPE_CHECKING:
-    from agent.xenstore.daemon import Connection
+    from agent.xenstore.connections import Connection
 
 NO_GENERATION = (1 << 64) - 1
 RECORD_HEADER = 24  # sizeof(struct xs_tdb_record_hdr): u64 + 3 * u32, 8-aligned
