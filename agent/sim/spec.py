@@ -1,6 +1,6 @@
 """What a simulated host and its domains are made of: the simulator's inputs.
 
-Scenario files (``agent/sim/scenario.py``) are parsed into these values; the
+Scenario files (``agent/sim/scenario/``) are parsed into these values; the
 engine (``agent/sim/engine.py``) builds a host from them. Plain immutable data.
 """
 
