@@ -305,3 +305,14 @@ def test_missing_sections() -> None:
     errors = errors_of("duration_s = 1\n[host]\n[[host.nodes]]\ncpus = 1\nmemory_mib = 1\n")
     assert errors == ("top level key 'domains': missing (expected at least one [domains.NAME] "
                       "table)",)
+
+
+def test_a_domain_in_a_pool_already_reported_bad_is_an_error_not_a_crash() -> None:
+    # The pool's own error is the one to read; the domain adds none but was once
+    # built anyway (an AssertionError instead of the error list).
+    text = (Path(__file__).parents[1] / "agent/sim/scenarios/seed-abc.toml").read_text()
+    bad = text.replace('cpus = "2-27,30-55"', 'cpus = "2-27,30-99"')
+    assert bad != text
+    errors = errors_of(bad)
+    assert errors == ("[[host.pools]] #1 key 'cpus': pCPUs 56-99 do not exist "
+                      "(the host has pCPUs 0-55)",)

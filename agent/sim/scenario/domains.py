@@ -68,9 +68,11 @@ class DomainReader(HostReader, WorkloadReader):
             workload = self.workload(table, "workload", value["workload"])
         elif "workloads" in value:
             workload = self.per_vcpu_workloads(table, value["workloads"], vcpus)
-        if len(self.errors) != ok:
+        # A domain in a pool already reported bad (bad_pools) adds no error of its own
+        # but cannot be built either.
+        if len(self.errors) != ok or pool is None:
             return None
-        assert vcpus is not None and memory is not None and pool is not None
+        assert vcpus is not None and memory is not None
         assert weight is not None and cap is not None and workload is not None
         return DomainSpec(
             name=name,
