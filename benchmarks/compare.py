@@ -123,6 +123,18 @@ def summary_table(entries: Sequence[Entry], records: dict[tuple[str, str], RunRe
     return "\n".join(lines)
 
 
+def fair_efficiency_table(entries: Sequence[Entry],
+                          records: dict[tuple[str, str], RunRecord]) -> str:
+    head = "| scenario | " + " | ".join(p.label for p in POLICIES) + " |"
+    lines = [head, "|" + "---|" * (len(POLICIES) + 1)]
+    for e in entries:
+        effs = [records[(e.key, p.name)].fair_efficiency for p in POLICIES]
+        best = max(round(x, 4) for x in effs)
+        cells = [f"**{x:.4f}**" if round(x, 4) == best else f"{x:.4f}" for x in effs]
+        lines.append(f"| {e.key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def fairness_table(entries: Sequence[Entry], records: dict[tuple[str, str], RunRecord]) -> str:
     head = "| scenario | " + " | ".join(p.label for p in POLICIES) + " |"
     lines = [head, "|" + "---|" * (len(POLICIES) + 1)]
@@ -201,6 +213,9 @@ def tables(entries: Sequence[Entry], records: dict[tuple[str, str], RunRecord],
            f"{len({id(r) for r in records.values()})} runs.", "",
            "### Efficiency, whole run (best of each row in bold)", "",
            summary_table(entries, records), "",
+           "### Fair efficiency, whole run: useful work, each domain's counted up to its "
+           "weight-fair share, / the best placement within those shares", "",
+           fair_efficiency_table(entries, records), "",
            "### Fairness: Jain's index over each domain's CPU time / weight-fair share "
            "(the domain that got the smallest share)", "",
            fairness_table(entries, records), "", "### Per scenario", ""]

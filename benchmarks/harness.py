@@ -175,6 +175,9 @@ class RunRecord:
     worst: tuple[str, float] | None
     shares: dict[str, float]  # domain -> CPU time / fair share, whole run
     series: list[tuple[float, float]]  # (mid time s, efficiency over the bin)
+    # Useful work (each domain's counted up to its fair share) / the best placement that
+    # keeps every domain within its weight-fair share (agent/sim/metrics.py).
+    fair_efficiency: float = 0.0
     wall_s: float = 0.0
     cpu_s: float = 0.0
     notes: dict[str, Any] = field(default_factory=dict)
@@ -240,6 +243,7 @@ def record(policy: Policy, runner: Runner, result: RunResult, calls: Calls,
         narrowed_at_end=narrowed_at_end(runner), actions=dict(sorted(actions.items())),
         jain=whole.jain(), worst=whole.worst(), shares=whole.ratios(),
         series=efficiency_series(runner.scores),
+        fair_efficiency=result.total.fair_efficiency,
         wall_s=wall_s, cpu_s=cpu_s,
     )
 

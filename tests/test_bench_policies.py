@@ -24,7 +24,7 @@ from agent.sim.backend import SimHypervisor
 from agent.sim.engine import SimHost
 from agent.sim.run import Runner
 from agent.sim.scenario import Scenario, parse_scenario
-from benchmarks.compare import SUITE, Entry, verdict
+from benchmarks.compare import SUITE, Entry, fair_efficiency_table, verdict
 from benchmarks.harness import (
     CountingHypervisor,
     Delayed,
@@ -260,6 +260,7 @@ def test_run_policy_records_a_scheduler_alone_run() -> None:
     assert set(rec.shares) == {"A", "B", "C"}  # dom0 is idle: due nothing
     assert 0.0 < rec.jain <= 1.0
     assert rec.series and all(0.0 <= e <= 1.0 for _, e in rec.series)
+    assert 0.0 < rec.fair_efficiency <= 1.0
 
 
 def test_every_policy_names_its_source_and_the_suite_loads() -> None:
@@ -273,6 +274,18 @@ def test_every_policy_names_its_source_and_the_suite_loads() -> None:
 class _Eff:
     def __init__(self, efficiency: float) -> None:
         self.efficiency = efficiency
+
+
+class _Fair:
+    def __init__(self, fair_efficiency: float) -> None:
+        self.fair_efficiency = fair_efficiency
+
+
+def test_fair_efficiency_table_bolds_the_best_of_each_row() -> None:
+    records = {("s", p.name): _Fair(0.9) for p in POLICIES}
+    records[("s", "xnuma")] = _Fair(0.99)
+    table = fair_efficiency_table([Entry("s", "s.toml", "t")], records)  # type: ignore[arg-type]
+    assert table.splitlines()[-1] == "| s | " + " | ".join(["0.9000"] * 5) + " | **0.9900** |"
 
 
 def test_verdict_says_when_a_baseline_beats_xnuma() -> None:
