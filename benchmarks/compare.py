@@ -112,13 +112,17 @@ def verdict(records: dict[tuple[str, str], RunRecord], key: str) -> str:
     return f"**NO: {best} is {other - mine:.4f} higher**"
 
 
+def _bold_best(values: Sequence[float]) -> list[str]:
+    """Four decimals, the best of the row (as printed) in bold."""
+    best = max(round(x, 4) for x in values)
+    return [f"**{x:.4f}**" if round(x, 4) == best else f"{x:.4f}" for x in values]
+
+
 def summary_table(entries: Sequence[Entry], records: dict[tuple[str, str], RunRecord]) -> str:
     head = "| scenario | " + " | ".join(p.label for p in POLICIES) + " | xnuma >= every baseline? |"
     lines = [head, "|" + "---|" * (len(POLICIES) + 2)]
     for e in entries:
-        effs = [records[(e.key, p.name)].efficiency for p in POLICIES]
-        best = max(round(x, 4) for x in effs)
-        cells = [f"**{x:.4f}**" if round(x, 4) == best else f"{x:.4f}" for x in effs]
+        cells = _bold_best([records[(e.key, p.name)].efficiency for p in POLICIES])
         lines.append(f"| {e.key} | " + " | ".join(cells) + f" | {verdict(records, e.key)} |")
     return "\n".join(lines)
 
@@ -128,9 +132,7 @@ def fair_efficiency_table(entries: Sequence[Entry],
     head = "| scenario | " + " | ".join(p.label for p in POLICIES) + " |"
     lines = [head, "|" + "---|" * (len(POLICIES) + 1)]
     for e in entries:
-        effs = [records[(e.key, p.name)].fair_efficiency for p in POLICIES]
-        best = max(round(x, 4) for x in effs)
-        cells = [f"**{x:.4f}**" if round(x, 4) == best else f"{x:.4f}" for x in effs]
+        cells = _bold_best([records[(e.key, p.name)].fair_efficiency for p in POLICIES])
         lines.append(f"| {e.key} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
