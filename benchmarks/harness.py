@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import trio
 import trio.testing
 
-from agent.hypervisor.interface import Hypervisor
-from agent.hypervisor.model import CpuSet, DomainInfo, Topology, VcpuInfo
+from agent.hypervisor.interface import Forwarding, Hypervisor
+from agent.hypervisor.model import CpuSet
 from agent.sim.accounting import Accounting
 from agent.sim.backend import SimHypervisor
 from agent.sim.engine import SimHost
@@ -82,24 +82,12 @@ class Calls:
     soft: int = 0  # ... that changed soft affinity
 
 
-class CountingHypervisor:
+class CountingHypervisor(Forwarding[SimHypervisor]):
     """The Hypervisor an agent is given: the simulator's, with its changes counted."""
 
     def __init__(self, inner: SimHypervisor) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.calls = Calls()
-
-    async def topology(self) -> Topology:
-        return await self.inner.topology()
-
-    async def domains(self) -> list[DomainInfo]:
-        return await self.inner.domains()
-
-    async def vcpus(self, domid: int | None = None) -> list[VcpuInfo]:
-        return await self.inner.vcpus(domid)
-
-    async def memory_per_node(self, domid: int) -> tuple[int, ...]:
-        return await self.inner.memory_per_node(domid)
 
     async def set_vcpu_affinity(
         self, domid: int, vcpu: int, hard: CpuSet | None, soft: CpuSet | None

@@ -26,7 +26,8 @@ from agent.daemon.observe import Observer
 from agent.daemon.pins import TEMPORARY, PinKeeper
 from agent.daemon.recorder import Recorder
 from agent.daemon.simhost import AgentRun, run_with_agent, sim_config
-from agent.hypervisor.model import CpuSet, DomainInfo, Topology, VcpuInfo
+from agent.hypervisor.interface import Forwarding
+from agent.hypervisor.model import CpuSet
 from agent.journal import DomainKey, PinJournal
 from agent.rules.actions import SetHardAffinity
 from agent.rules.decide import Decision, Outcome
@@ -90,24 +91,12 @@ def scenario(duration: float) -> Scenario:
     return parse_scenario(SCENARIO.format(duration=duration), source="two-pairs.toml")
 
 
-class Logged:
+class Logged(Forwarding[SimHypervisor]):
     """The simulator's hypervisor, with every affinity change and when it was made."""
 
     def __init__(self, inner: SimHypervisor) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.changes: list[tuple[float, int, int, CpuSet | None]] = []
-
-    async def topology(self) -> Topology:
-        return await self.inner.topology()
-
-    async def domains(self) -> list[DomainInfo]:
-        return await self.inner.domains()
-
-    async def vcpus(self, domid: int | None = None) -> list[VcpuInfo]:
-        return await self.inner.vcpus(domid)
-
-    async def memory_per_node(self, domid: int) -> tuple[int, ...]:
-        return await self.inner.memory_per_node(domid)
 
     async def set_vcpu_affinity(
         self, domid: int, vcpu: int, hard: CpuSet | None, soft: CpuSet | None
@@ -142,7 +131,7 @@ def run(
                 nursery.start_soon(later)
             return await run_with_agent(scenario(seconds), config, keep_records=True,
                                         clock=trio.current_time, on_agent=agents.append,
-                                        hypervisor_for=hypervisor_for)  # type: ignore[arg-type]
+                                        hypervisor_for=hypervisor_for)
 
     result = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     return result, logged[0]

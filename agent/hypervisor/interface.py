@@ -6,7 +6,7 @@ apart. No method exists only for the simulator's sake.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from agent.hypervisor.model import CpuSet, DomainInfo, Topology, VcpuInfo
 
@@ -53,3 +53,31 @@ class Hypervisor(Protocol):
     ) -> None:
         """Set hard and/or soft affinity; None keeps that mask (``xl vcpu-pin`` '-')."""
         ...
+
+
+H = TypeVar("H", bound=Hypervisor)
+
+
+class Forwarding(Generic[H]):
+    """A Hypervisor that passes every call to ``inner``: subclass it to watch some calls
+    (the benchmarks count affinity changes this way)."""
+
+    def __init__(self, inner: H) -> None:
+        self.inner = inner
+
+    async def topology(self) -> Topology:
+        return await self.inner.topology()
+
+    async def domains(self) -> list[DomainInfo]:
+        return await self.inner.domains()
+
+    async def vcpus(self, domid: int | None = None) -> list[VcpuInfo]:
+        return await self.inner.vcpus(domid)
+
+    async def memory_per_node(self, domid: int) -> tuple[int, ...]:
+        return await self.inner.memory_per_node(domid)
+
+    async def set_vcpu_affinity(
+        self, domid: int, vcpu: int, hard: CpuSet | None, soft: CpuSet | None
+    ) -> None:
+        await self.inner.set_vcpu_affinity(domid, vcpu, hard, soft)
