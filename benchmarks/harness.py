@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 import trio.testing
@@ -31,7 +31,8 @@ from agent.sim.accounting import Accounting
 from agent.sim.backend import SimHypervisor
 from agent.sim.engine import SimHost
 from agent.sim.metrics import Score
-from agent.sim.run import AgentReport, Runner, RunResult
+from agent.sim.run import Agent as SimAgent
+from agent.sim.run import Runner, RunResult
 from agent.sim.scenario import NS_PER_S, Scenario
 from agent.sim.spec import DomainSpec, HostSpec
 from benchmarks.fairness import DomainUse, FairTally
@@ -104,27 +105,6 @@ class CountingHypervisor(Forwarding[SimHypervisor]):
                 self.calls.widenings += 1
         if soft is not None and soft != before.soft:
             self.calls.soft += 1
-
-
-class BenchAgent(Protocol):
-    async def run(self, hypervisor: Hypervisor) -> None: ...
-
-    def report(self) -> AgentReport: ...
-
-
-class Delayed:
-    """An agent started ``delay_s`` into the run."""
-
-    def __init__(self, agent: BenchAgent, delay_s: float) -> None:
-        self.agent = agent
-        self.delay_s = delay_s
-
-    async def run(self, hypervisor: Hypervisor) -> None:
-        await trio.sleep(self.delay_s)
-        await self.agent.run(hypervisor)
-
-    def report(self) -> AgentReport:
-        return self.agent.report()
 
 
 # -- the record of one run ---------------------------------------------------------------
@@ -254,7 +234,7 @@ def run_policy(scenario: Scenario, policy: Policy) -> RunRecord:
         calls, actions = Calls(), dict[str, int]()
     elif policy.kind == "agent":
         assert policy.make is not None
-        runner, result, calls, actions = _run_agent(scenario, cast(BenchAgent, policy.make()))
+        runner, result, calls, actions = _run_agent(scenario, cast(SimAgent, policy.make()))
     else:
         assert policy.rules_path is not None
         runner, result, calls, actions = run_rules(scenario, policy.rules_path)
@@ -262,8 +242,10 @@ def run_policy(scenario: Scenario, policy: Policy) -> RunRecord:
                   _cpu() - cpu)
 
 
-def _run_agent(scenario: Scenario, agent: BenchAgent
+def _run_agent(scenario: Scenario, agent: SimAgent
                ) -> tuple[Runner, RunResult, Calls, dict[str, int]]:
+    from agent.daemon.simhost import Delayed
+
     runner = Runner(scenario, RecordingHost)
     hv = CountingHypervisor(SimHypervisor(cast(SimHost, runner.host)))
 

@@ -19,6 +19,7 @@ import trio.testing
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agent.daemon.simhost import Delayed
 from agent.hypervisor.model import CpuSet
 from agent.sim.backend import SimHypervisor
 from agent.sim.engine import SimHost
@@ -27,7 +28,6 @@ from agent.sim.scenario import Scenario, parse_scenario
 from benchmarks.compare import SUITE, Entry, fair_efficiency_table, verdict
 from benchmarks.harness import (
     CountingHypervisor,
-    Delayed,
     RecordingHost,
     run_policy,
     run_rules,

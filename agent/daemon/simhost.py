@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import trio
 import trio.testing
@@ -27,6 +28,7 @@ from agent.journal import JournalError
 from agent.rules import RuleLoadError
 from agent.sdnotify import Notifier
 from agent.sim.engine import SimHost
+from agent.sim.run import Agent as SimAgent
 from agent.sim.run import AgentReport, BackendTally, Host, Runner, RunResult
 from agent.sim.scenario import Scenario
 from agent.sim.spec import HostSpec
@@ -67,12 +69,15 @@ def sim_config(work_dir: Path, **overrides: object) -> AgentConfig:
     return replace(base, **overrides).check("simulated run")  # type: ignore[arg-type]
 
 
-class _Late:
-    """The agent, started ``delay_s`` into the run: the scenario's events fall on round
+A = TypeVar("A", bound=SimAgent)
+
+
+class Delayed(Generic[A]):
+    """An agent, started ``delay_s`` into the run: the scenario's events fall on round
     seconds, and an agent polling in step with them would see each one at once."""
 
     def __init__(
-        self, agent: Agent, delay_s: float, on_stopped: Callable[[Agent], None] | None = None
+        self, agent: A, delay_s: float, on_stopped: Callable[[A], None] | None = None
     ) -> None:
         self.agent = agent
         self.delay_s = delay_s
@@ -125,7 +130,7 @@ async def run_with_agent(
                         hooks=standard_hooks(config, toolstack.dom0)) as agent:
             if on_agent is not None:
                 on_agent(agent)
-            result = await runner.run_async(_Late(agent, start_delay_s, on_stopped),
+            result = await runner.run_async(Delayed(agent, start_delay_s, on_stopped),
                                             hypervisor=hypervisor)
         nursery.cancel_scope.cancel()
     result.backends = backend_tally(toolstack, runner.host)
