@@ -325,11 +325,7 @@ class Agent:
         keeper: PinKeeper, burst: sources.Burst,
     ) -> None:
         start = trio.current_time()
-        obs = await observer.observe(keeper.pinned())
-        extra: list[Event] = []
-        for h in self.hooks:
-            obs, more = await h.augment(obs)
-            extra += more
+        obs, extra = await self._augment(await observer.observe(keeper.pinned()))
         # A resync (xenstore watches lost and re-made) needs nothing more than a scan:
         # the poll's diff against the last snapshot catches whatever the watches missed.
         previous = self.view
@@ -340,7 +336,6 @@ class Agent:
         events += extra
         if sources.TICK in kinds:
             events.append(make_event("tick"))
-        self._frame = replace(obs, vcpus=(), memory_kib={}, demand=None)
         batch = self._decide(events, view, view.now, start)
         self._count_episodes(view)
         self.stats.scans += 1
@@ -348,10 +343,7 @@ class Agent:
         self._scan_took = trio.current_time() - start  # its actions wait on the host
         await actions.run(batch, view)
         await fixer.review(view)
-        for h in self.hooks:
-            h.after_scan()
-        self.stats.pins_made = keeper.made
-        self.stats.max_pins = max(self.stats.max_pins, len(keeper.held))
+        self._after_actions(keeper)
         self._update_metrics(view, keeper)
 
     async def _quick(
@@ -375,11 +367,7 @@ class Agent:
                 obs = await observer.observe_domains(domains, touched, frame, keeper.pinned())
             else:
                 obs = replace(obs, domains=tuple(domains))
-        extra: list[Event] = []
-        for h in self.hooks:
-            obs, more = await h.augment(obs)
-            extra += more
-        self._frame = replace(obs, vcpus=(), memory_kib={}, demand=None)
+        obs, extra = await self._augment(obs)
         view, events = previous, list[Event]()
         if touched:
             view = patch_domains(previous, obs, touched)
@@ -393,11 +381,24 @@ class Agent:
         self.stats.quick += 1
         self.view = view
         await actions.run(batch, view)
+        self._after_actions(keeper)
+        return True
+
+    async def _augment(self, obs: Observation) -> tuple[Observation, list[Event]]:
+        """The extensions complete the observation and add their events; what is kept
+        of it (without vCPUs: the snapshot has them) is the next quick pass's base."""
+        extra: list[Event] = []
+        for h in self.hooks:
+            obs, more = await h.augment(obs)
+            extra += more
+        self._frame = replace(obs, vcpus=(), memory_kib={}, demand=None)
+        return obs, extra
+
+    def _after_actions(self, keeper: PinKeeper) -> None:
         for h in self.hooks:
             h.after_scan()
         self.stats.pins_made = keeper.made
         self.stats.max_pins = max(self.stats.max_pins, len(keeper.held))
-        return True
 
     def _decide(self, events: list[Event], view: HostView, now: float, start: float
                 ) -> list[Pending]:
