@@ -1,0 +1,388 @@
+/* native.h: the C port of the simulated host's core (agent/sim/core.py, objects.py,
+ * workload.py, cpumask.py), shared by core.c, module.c, credit1.c and credit2.c.
+ *
+ * It must compute exactly what the Python model computes: same event order
+ * (the heap pops by (time, seq), seq counting every push), same SCHEDULE_SOFTIRQ
+ * FIFO, same accounting. All state hangs off struct host; no globals.
+ */
+#ifndef XNUMA_NATIVE_H
+#define XNUMA_NATIVE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MAX_CPUS 512
+#define MASK_WORDS (MAX_CPUS / 64)
+#define MAX_NODES 64
+
+/* v->pause_flags bits (objects.py); runnable iff none is set. */
+#define VPF_BLOCKED 1
+#define VPF_PAUSED 2
+#define VPF_MIGRATING 4
+#define VPF_DOWN 8
+#define VPF_PARKED 16
+#define VPF_NO_DEMAND (VPF_BLOCKED | VPF_PAUSED | VPF_DOWN | VPF_PARKED)
+
+/* Workload kinds (add_vcpu's kind). */
+#define WL_CPUBOUND 0
+#define WL_IDLE 1
+#define WL_BURSTY 2 /* p1 = on_ms, p2 = off_ms */
+#define WL_IOLIKE 3 /* p1 = run_us, p2 = block_us */
+#define WL_NEVER (-1)
+
+/* ---- pCPU masks (cpumask.py) ------------------------------------------------ */
+
+typedef struct {
+    uint64_t w[MASK_WORDS];
+} mask_t;
+
+static inline void mask_zero(mask_t *m) {
+    for (int i = 0; i < MASK_WORDS; i++) m->w[i] = 0;
+}
+static inline mask_t mask_none(void) {
+    mask_t m;
+    mask_zero(&m);
+    return m;
+}
+static inline bool mask_test(const mask_t *m, int c) {
+    return (m->w[c >> 6] >> (c & 63)) & 1;
+}
+static inline void mask_set(mask_t *m, int c) { m->w[c >> 6] |= (uint64_t)1 << (c & 63); }
+static inline void mask_clear(mask_t *m, int c) { m->w[c >> 6] &= ~((uint64_t)1 << (c & 63)); }
+static inline mask_t mask_and(const mask_t *a, const mask_t *b) {
+    mask_t r;
+    for (int i = 0; i < MASK_WORDS; i++) r.w[i] = a->w[i] & b->w[i];
+    return r;
+}
+static inline mask_t mask_or(const mask_t *a, const mask_t *b) {
+    mask_t r;
+    for (int i = 0; i < MASK_WORDS; i++) r.w[i] = a->w[i] | b->w[i];
+    return r;
+}
+/* a & ~b */
+static inline mask_t mask_andnot(const mask_t *a, const mask_t *b) {
+    mask_t r;
+    for (int i = 0; i < MASK_WORDS; i++) r.w[i] = a->w[i] & ~b->w[i];
+    return r;
+}
+static inline mask_t mask_xor(const mask_t *a, const mask_t *b) {
+    mask_t r;
+    for (int i = 0; i < MASK_WORDS; i++) r.w[i] = a->w[i] ^ b->w[i];
+    return r;
+}
+static inline bool mask_empty(const mask_t *m) {
+    uint64_t x = 0;
+    for (int i = 0; i < MASK_WORDS; i++) x |= m->w[i];
+    return x == 0;
+}
+static inline bool mask_equal(const mask_t *a, const mask_t *b) {
+    uint64_t x = 0;
+    for (int i = 0; i < MASK_WORDS; i++) x |= a->w[i] ^ b->w[i];
+    return x == 0;
+}
+/* (a & b) != 0 */
+static inline bool mask_intersects(const mask_t *a, const mask_t *b) {
+    uint64_t x = 0;
+    for (int i = 0; i < MASK_WORDS; i++) x |= a->w[i] & b->w[i];
+    return x != 0;
+}
+/* (a & ~b) == 0 */
+static inline bool mask_subset(const mask_t *a, const mask_t *b) {
+    uint64_t x = 0;
+    for (int i = 0; i < MASK_WORDS; i++) x |= a->w[i] & ~b->w[i];
+    return x == 0;
+}
+static inline int mask_weight(const mask_t *m) {
+    int n = 0;
+    for (int i = 0; i < MASK_WORDS; i++) n += __builtin_popcountll(m->w[i]);
+    return n;
+}
+/* cpumask_first: lowest set bit, or -1 if empty. */
+static inline int mask_first(const mask_t *m) {
+    for (int i = 0; i < MASK_WORDS; i++)
+        if (m->w[i]) return i * 64 + __builtin_ctzll(m->w[i]);
+    return -1;
+}
+/* Highest set bit, or -1 if empty (for reversed iteration). */
+static inline int mask_last(const mask_t *m) {
+    for (int i = MASK_WORDS - 1; i >= 0; i--)
+        if (m->w[i]) return i * 64 + 63 - __builtin_clzll(m->w[i]);
+    return -1;
+}
+/* Lowest set bit > n (n may be -1), or -1 if none (no wrap). */
+static inline int mask_next(int n, const mask_t *m) {
+    int c = n + 1;
+    if (c < 0) c = 0;
+    if (c >= MAX_CPUS) return -1;
+    int i = c >> 6;
+    uint64_t x = m->w[i] & (~(uint64_t)0 << (c & 63));
+    for (;;) {
+        if (x) return i * 64 + __builtin_ctzll(x);
+        if (++i >= MASK_WORDS) return -1;
+        x = m->w[i];
+    }
+}
+/* Highest set bit < n, or -1 if none. */
+static inline int mask_prev(int n, const mask_t *m) {
+    int c = n - 1;
+    if (c >= MAX_CPUS) c = MAX_CPUS - 1;
+    if (c < 0) return -1;
+    int i = c >> 6;
+    uint64_t x = m->w[i] & (~(uint64_t)0 >> (63 - (c & 63)));
+    for (;;) {
+        if (x) return i * 64 + 63 - __builtin_clzll(x);
+        if (--i < 0) return -1;
+        x = m->w[i];
+    }
+}
+/* cpumask_cycle: the next set bit after n, wrapping; -1 if empty. */
+static inline int mask_cycle(int n, const mask_t *m) {
+    int c = mask_next(n, m);
+    return c >= 0 ? c : mask_first(m);
+}
+/* cpumask_test_or_cycle: n itself if set, else mask_cycle(n, m). */
+static inline int mask_test_or_cycle(int n, const mask_t *m) {
+    if (n >= 0 && n < MAX_CPUS && mask_test(m, n)) return n;
+    return mask_cycle(n, m);
+}
+/* for (int c = mask_first(m); c >= 0; c = mask_next(c, m)) -- lowest first */
+#define MASK_FOREACH(c, m) for (int c = mask_first(m); c >= 0; c = mask_next(c, m))
+
+/* ---- MT19937: continues a Python random.Random from its getstate() ---------- */
+
+struct mt {
+    uint32_t s[624];
+    int idx; /* 624 = regenerate before the next output */
+};
+
+uint32_t mt_genrand(struct mt *m);
+/* random.getrandbits(k), 0 <= k <= 64 */
+uint64_t mt_getrandbits(struct mt *m, int k);
+/* random.random() */
+double mt_random(struct mt *m);
+/* random.expovariate(lambd) (3.11: -log(1.0 - random()) / lambd) */
+double mt_expovariate(struct mt *m, double lambd);
+/* random.randrange(n), n > 0 (_randbelow_with_getrandbits) */
+int64_t mt_randbelow(struct mt *m, int64_t n);
+/* random.randrange(a, b), a < b */
+int64_t mt_randrange(struct mt *m, int64_t a, int64_t b);
+
+/* ---- floor division helpers (Python // and % on negatives) ------------------- */
+
+static inline int64_t floordiv64(int64_t a, int64_t b) {
+    int64_t q = a / b;
+    if ((a % b != 0) && ((a < 0) != (b < 0))) q--;
+    return q;
+}
+static inline int64_t floormod64(int64_t a, int64_t b) {
+    int64_t r = a % b;
+    if (r != 0 && ((r < 0) != (b < 0))) r += b;
+    return r;
+}
+
+/* ---- objects ---------------------------------------------------------------- */
+
+struct host;
+struct vcpu;
+struct dom;
+struct pool;
+
+#include "credit1.h"
+#include "credit2.h"
+
+/* A timer callback: fn(h, a, b) as HostCore.timer's fn(a, b). */
+typedef void (*timer_fn)(struct host *h, void *a, int64_t b);
+
+/* The hooks of struct scheduler (objects.SchedOps). */
+struct sched_ops {
+    const char *name;
+    /* Build p->priv for the pool (Credit1/Credit2 __init__): p->cpus, p->rng are set.
+     * Returns 0, or -1 on allocation failure (nothing left allocated). */
+    int (*init)(struct host *h, struct pool *p);
+    /* Free p->priv (the host is being freed; timers are gone). */
+    void (*free)(struct host *h, struct pool *p);
+    void (*start)(struct host *h, struct pool *p);
+    void (*insert)(struct host *h, struct pool *p, struct vcpu *v);
+    void (*remove)(struct host *h, struct pool *p, struct vcpu *v);
+    void (*sleep)(struct host *h, struct pool *p, struct vcpu *v);
+    void (*wake)(struct host *h, struct pool *p, struct vcpu *v);
+    /* Next to run on cpu (NULL = idle), its slice in ns (-1 = none) in *tslice,
+     * and whether the slice is lazy (queued only on host_arm_slice) in *lazy. */
+    struct vcpu *(*schedule)(struct host *h, struct pool *p, int cpu, struct vcpu *prev,
+                             int64_t *tslice, bool *lazy);
+    void (*context_saved)(struct host *h, struct pool *p, struct vcpu *v);
+    int (*pick_resource)(struct host *h, struct pool *p, struct vcpu *v);
+    void (*move)(struct host *h, struct pool *p, struct vcpu *v, int cpu);
+    void (*affinity_changed)(struct host *h, struct pool *p, struct vcpu *v);
+};
+
+/* objects._NoSched */
+extern const struct sched_ops none_ops;
+
+/* A cpupool (objects.Pool). */
+struct pool {
+    int id;
+    char name[32];
+    mask_t cpus;
+    const struct sched_ops *ops;
+    void *priv;      /* the scheduler's per-pool state (struct c1_priv / c2_priv) */
+    struct mt rng;   /* credit1's random.Random, continued */
+    bool has_rng;
+};
+
+/* A domain (objects.Domain, the parts the core and schedulers use). */
+struct dom {
+    int id;          /* handle */
+    int domid;
+    int64_t weight;
+    struct pool *pool;
+    bool gone;       /* remove_domain'd (kept: vCPUs and timers may point here) */
+    struct c1_dom c1;
+};
+
+/* A vCPU (objects.Vcpu). */
+struct vcpu {
+    int id;          /* handle */
+    struct dom *dom;
+    int domid, vid;
+    /* -- generic (sched/core.c) -- */
+    int pflags;
+    int cpu;         /* v->processor */
+    bool is_running;
+    bool has_soft;   /* has_soft_affinity() */
+    int64_t state_entry;
+    mask_t hard, soft; /* as set */
+    mask_t hmask;    /* hard & pool */
+    mask_t smask;    /* soft & hard & pool */
+    /* -- workload -- */
+    int wl_kind;
+    double wl_p1, wl_p2;
+    int64_t work_left; /* ns of CPU work before it blocks; -1 = never */
+    int64_t work_mark;
+    int64_t wl_ver;
+    struct mt rng;
+    /* -- accounting -- */
+    int64_t run_start, demand_start;
+    int last_cpu;
+    int64_t acc_demand, acc_mig, acc_xmig, total_run;
+    bool touched;
+    bool demanding;  /* in HostCore._demanding */
+    struct vcpu *dem_prev, *dem_next;
+    int64_t acc_run[MAX_NODES];
+    /* -- scheduler-private -- */
+    struct c1_vcpu c1;
+    struct c2_vcpu c2;
+};
+
+/* An event: (at, seq, fn, a, b). */
+struct event {
+    int64_t at;
+    uint64_t seq;
+    timer_fn fn;
+    void *a;
+    int64_t b;
+};
+
+/* The host (HostCore + Topo). */
+struct host {
+    int64_t now;
+    int64_t events_run;
+    /* -- topology (Topo) -- */
+    int ncpus, nnodes, ncpus_online;
+    int node_of[MAX_CPUS];
+    mask_t sib_mask[MAX_CPUS];
+    mask_t core_mask[MAX_CPUS];  /* = node_mask[node_of[c]] */
+    mask_t node_mask[MAX_NODES];
+    mask_t all_mask;
+    /* -- per pCPU -- */
+    struct vcpu *cur[MAX_CPUS];
+    struct pool *pool_of[MAX_CPUS];
+    int64_t slice_ver[MAX_CPUS];
+    int64_t slice_start[MAX_CPUS];
+    int64_t slice_len[MAX_CPUS];
+    bool slice_lazy[MAX_CPUS];
+    /* -- pools in start order -- */
+    struct pool **pools;
+    int npools;
+    /* -- event heap -- */
+    struct event *q;
+    size_t qlen, qcap;
+    uint64_t seq;
+    /* -- SCHEDULE_SOFTIRQ FIFO (each pCPU at most once) -- */
+    int pend[MAX_CPUS];
+    int pend_head, pend_len;
+    mask_t pend_mask;
+    /* -- accounting -- */
+    struct vcpu **touched;
+    size_t ntouched, touched_cap;
+    struct vcpu *dem_head, *dem_tail; /* _demanding, insertion ordered */
+    int64_t acct_from;
+    int64_t busy[MAX_NODES];
+    /* -- handles -- */
+    struct vcpu **vcpus;
+    size_t nvcpus, vcpus_cap;
+    struct dom **doms;
+    size_t ndoms, doms_cap;
+    /* -- errors: the first failure (a Python exception in the model) -- */
+    bool failed;
+    bool nomem;
+    char err[256];
+};
+
+/* ---- core services (objects.Core) --------------------------------------------- */
+
+void host_timer(struct host *h, int64_t at, timer_fn fn, void *a, int64_t b);
+void host_raise_softirq(struct host *h, int cpu);
+void host_flush(struct host *h);
+void host_arm_slice(struct host *h, int cpu);
+void host_set_migrating(struct host *h, struct vcpu *v);
+/* Record a failure (an exception in the Python model); the module raises it. */
+void host_fail(struct host *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- the core (HostCore) -------------------------------------------------------- */
+
+/* Allocate a host (zeroed, topology empty); NULL on no memory. */
+struct host *host_new(void);
+/* Free everything, calling each pool's ops->free. */
+void host_free(struct host *h);
+/* Topology from node_of (ncpus entries) and sib_mask: fills nnodes, node_mask,
+ * core_mask, all_mask. Returns 0 or -1 (bad input, h->err says why). */
+int host_set_topology(struct host *h, int ncpus, const int *node_of, const mask_t *sib);
+/* Append a pool (start order); ops->init is called. NULL on failure. */
+struct pool *host_add_pool(struct host *h, const mask_t *cpus, const char *name,
+                           const struct sched_ops *ops, const struct mt *rng);
+
+void host_start(struct host *h);
+struct dom *host_add_dom(struct host *h, struct pool *p, int domid, int64_t weight);
+/* Allocate a vCPU (PAUSED, not yet added) with its rng; NULL on no memory. */
+struct vcpu *host_new_vcpu(struct host *h, struct dom *d, int vid, const struct mt *rng);
+void vcpu_set_masks(struct vcpu *v, const mask_t *hard, const mask_t *soft,
+                    const mask_t *pool_cpus);
+
+void host_add_vcpu(struct host *h, struct vcpu *v, const mask_t *hard, const mask_t *soft,
+                   int cpu, int kind, double p1, double p2);
+void host_vcpu_sleep(struct host *h, struct vcpu *v, int bit);
+void host_vcpu_wake(struct host *h, struct vcpu *v, int bit);
+void host_set_flag(struct host *h, struct vcpu *v, int bit);
+void host_clear_flag(struct host *h, struct vcpu *v, int bit);
+void host_migrate_start(struct host *h, struct vcpu *v);
+void host_migrate_finish(struct host *h, struct vcpu *v);
+void host_shutdown_vcpu(struct host *h, struct vcpu *v);
+void host_remove_vcpu(struct host *h, struct vcpu *v);
+void host_set_workload(struct host *h, struct vcpu *v, int kind, double p1, double p2);
+void host_set_affinity(struct host *h, struct vcpu *v, const mask_t *hard, const mask_t *soft);
+void host_run_until(struct host *h, int64_t until);
+
+/* Workload draws (workload.py); return WL_NEVER for never. */
+int64_t wl_on_ns(struct vcpu *v);
+int64_t wl_off_ns(struct vcpu *v);
+
+/* take_accounting: calls row(ctx, v) for each vCPU with something to report
+ * (after its counters are brought up to now, before they are zeroed), and
+ * copies the per-node busy time into busy[] and the window into *start and *end. */
+typedef int (*acct_row_fn)(void *ctx, const struct vcpu *v);
+int host_take_accounting(struct host *h, int64_t *start, int64_t *end, int64_t *busy,
+                         acct_row_fn row, void *ctx);
+
+#endif
