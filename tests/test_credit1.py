@@ -354,7 +354,7 @@ def test_tick_visits_every_pcpu_whose_pick_would_move(
     if not s.idlers:
         return
     cand = s._repick_candidates(s.busy)
-    for cpu, v in enumerate(h.cur):
+    for cpu, v in enumerate(h.python_core().cur):
         if v is not None and v.active and s._pick(v, False) != cpu:
             assert cand >> cpu & 1, f"pCPU {cpu} running {v} would move but is skipped"
 

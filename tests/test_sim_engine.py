@@ -224,7 +224,7 @@ def test_hard_affinity_always_holds_and_accounting_adds_up(
             for v in d.vcpus:
                 assert v.hmask >> v.cpu & 1, f"{v} on pCPU {v.cpu} outside its hard mask"
                 if v.is_running:
-                    assert h.cur[v.cpu] is v and v.cpu not in seen
+                    assert h.python_core().cur[v.cpu] is v and v.cpu not in seen
                     seen.add(v.cpu)
                     assert not v.pflags
     h.advance(h.now + 50 * MS)

@@ -13,14 +13,54 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from agent.sim import workload as wl
 from agent.sim.accounting import Accounting, VcpuAccounting
 from agent.sim.objects import BLOCKED, DOWN, MIGRATING, PARKED, PAUSED, Pool, Topo, Vcpu
+from agent.sim.spec import Workload
 
 # Flags that stop a vCPU wanting a pCPU (MIGRATING is a transient of the model).
 NO_DEMAND = BLOCKED | PAUSED | DOWN | PARKED
+
+
+class SimCore(Protocol):
+    """What the engine asks of a core: HostCore here, or its C port (native_core.py).
+
+    The engine's ``Vcpu`` objects are the handles; their masks (``hard``,
+    ``soft``, ``hmask``) are kept by every core, the rest of their state only
+    by HostCore: read it through ``vcpu_view``.
+    """
+
+    @property
+    def now(self) -> int: ...
+
+    @property
+    def events_run(self) -> int: ...
+
+    def start(self) -> None: ...
+
+    def add_vcpu(self, v: Vcpu, hard: int, soft: int, cpu: int) -> None: ...
+
+    def vcpu_sleep(self, v: Vcpu, bit: int) -> None: ...
+
+    def vcpu_wake(self, v: Vcpu, bit: int) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def shutdown_vcpu(self, v: Vcpu) -> None: ...
+
+    def remove_vcpu(self, v: Vcpu) -> None: ...
+
+    def set_workload(self, v: Vcpu, workload: Workload) -> None: ...
+
+    def set_affinity(self, v: Vcpu, hard: int, soft: int) -> None: ...
+
+    def vcpu_view(self, v: Vcpu) -> tuple[int, bool, int, int]: ...
+
+    def run_until(self, until_ns: int) -> None: ...
+
+    def take_accounting(self) -> Accounting: ...
 
 
 class HostCore:
@@ -29,7 +69,8 @@ class HostCore:
         self.ncpus_online = topo.ncpus
         self.now = 0
         self.cur: list[Vcpu | None] = [None] * topo.ncpus
-        self.pool_of: list[Pool] = []
+        self.pool_of: list[Pool] = []  # per pCPU
+        self.pools: list[Pool] = []  # in the order their schedulers start
         # The event queue: simultaneous events run in the order queued.
         self._q: list[tuple[int, int, Callable[[Any, int], None], Any, int]] = []
         self._seq = 0
@@ -77,7 +118,7 @@ class HostCore:
 
     # -- time ------------------------------------------------------------------
 
-    def _run_until(self, until_ns: int) -> None:
+    def run_until(self, until_ns: int) -> None:
         q = self._q
         pop = heapq.heappop
         n = 0
@@ -227,6 +268,68 @@ class HostCore:
         v.pflags &= ~MIGRATING
         if not v.pflags:
             sched.wake(v)
+
+    # -- what the engine asks per vCPU (the native core offers the same) --------
+
+    def start(self) -> None:
+        """Start each cpupool's scheduler (credit1's ticks)."""
+        for pool in self.pools:
+            pool.sched.start()
+
+    def add_vcpu(self, v: Vcpu, hard: int, soft: int, cpu: int) -> None:
+        """sched_init_vcpu: masks, first pCPU, workload start, insert_unit (still PAUSED)."""
+        v.set_masks(hard, soft, v.dom.pool.cpus)
+        v.cpu = cpu
+        runnable, amount = wl.start(v.workload, v.rng)
+        if runnable:
+            v.work_left = amount
+        else:
+            v.pflags |= BLOCKED
+            if amount != wl.NEVER:
+                self.timer(self.now + amount, self._wake_timer, v, v.wl_ver)
+        v.dom.pool.sched.insert(v)
+
+    def shutdown_vcpu(self, v: Vcpu) -> None:
+        v.wl_ver += 1
+        self.vcpu_sleep(v, DOWN)
+
+    def remove_vcpu(self, v: Vcpu) -> None:
+        """Out of the scheduler; its last accounting still goes out."""
+        v.dom.pool.sched.remove(v)
+        if not v.touched:
+            v.touched = True
+            self._touched.append(v)
+
+    def set_workload(self, v: Vcpu, workload: Workload) -> None:
+        """A fresh on phase of ``workload`` starts now (Idle: it blocks)."""
+        v.workload = workload
+        v.wl_ver += 1  # drop the old workload's pending timers
+        v.work_mark = self.now
+        work = wl.on_ns(workload, v.rng)
+        v.work_left = work
+        if work != 0:
+            if v.is_running and work > 0:
+                self.timer(self.now + work, self._work_done, v, v.wl_ver)
+            if v.pflags & BLOCKED:
+                self.vcpu_wake(v, BLOCKED)
+        elif not v.pflags & BLOCKED:
+            if v.is_running:
+                self.set_flag(v, BLOCKED)  # vcpu_block
+                self.raise_softirq(v.cpu)
+            else:
+                self.vcpu_sleep(v, BLOCKED)
+
+    def set_affinity(self, v: Vcpu, hard: int, soft: int) -> None:
+        """vcpu_set_affinity: new masks, then sleep and re-pick (hard affinity always holds)."""
+        v.set_masks(hard, soft, v.dom.pool.cpus)
+        v.dom.pool.sched.affinity_changed(v)
+        self.migrate_start(v)
+        self.migrate_finish(v)
+
+    def vcpu_view(self, v: Vcpu) -> tuple[int, bool, int, int]:
+        """(pause flags, running, pCPU, run time so far) for the Hypervisor views."""
+        run = v.total_run + (self.now - v.run_start if v.run_start >= 0 else 0)
+        return v.pflags, v.is_running, v.cpu, run
 
     # -- workload timers -------------------------------------------------------
 

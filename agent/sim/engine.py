@@ -10,6 +10,7 @@ integer nanoseconds. ``agent/sim/ENGINE_API.md`` documents the contract.
 from __future__ import annotations
 
 import uuid as uuidlib
+from collections.abc import Mapping
 
 from agent.hypervisor.model import (
     CpuSet,
@@ -21,7 +22,8 @@ from agent.hypervisor.model import (
     VcpuState,
 )
 from agent.sim import workload as wl
-from agent.sim.core import HostCore
+from agent.sim.accounting import Accounting
+from agent.sim.core import HostCore, SimCore
 from agent.sim.cpumask import cpus_of, cycle, first, mask_of
 from agent.sim.credit1 import Credit1
 from agent.sim.credit2 import Credit2
@@ -68,12 +70,20 @@ def _validate_host(spec: HostSpec) -> None:
             raise SimError(f"unknown scheduler {s!r} (credit1 or credit2)")
 
 
-class SimHost(HostCore):
-    def __init__(self, spec: HostSpec) -> None:
+class SimHost:
+    """The host: domains, memory and placement here; time and scheduling in ``self.core``.
+
+    ``core="python"`` is the readable model (agent/sim/core.py and the scheduler
+    modules); ``"native"`` is its C port (agent/sim/native/), which computes the
+    same results bit for bit, faster; ``"auto"`` takes the native one when it is
+    built and the host fits it.
+    """
+
+    def __init__(self, spec: HostSpec, *, core: str = "python") -> None:
         _validate_host(spec)
         self.spec = spec
         topo = Topo(tuple(n.cpus for n in spec.nodes), spec.threads_per_core)
-        super().__init__(topo)
+        self.topo = topo
         nn = topo.nnodes
         self.distances = spec.distances or tuple(
             tuple(10 if i == j else 20 for j in range(nn)) for i in range(nn)
@@ -94,31 +104,37 @@ class SimHost(HostCore):
             self.pools[p.name] = Pool(p.name, m)
         pool0 = Pool(POOL0, topo.all_mask & ~taken)
         self.pools = {POOL0: pool0, **self.pools}
-        self.pool_of = [pool0] * topo.ncpus
         sched_of = {POOL0: spec.scheduler, **{p.name: p.scheduler for p in spec.pools}}
-        for name, pool in self.pools.items():
-            for c in cpus_of(pool.cpus):
-                self.pool_of[c] = pool
-            if pool.cpus:
-                cls = Credit1 if sched_of[name] == "credit1" else Credit2
-                pool.sched = cls(self, pool, spec.seed)
+        self.core: SimCore = _make_core(core, topo, self.pools, sched_of, spec.seed)
         self.domains: dict[int, Domain] = {}
         self._by_name: dict[str, int] = {}
         self._next_domid = 1
-        for pool in self.pools.values():
-            pool.sched.start()
+        self.core.start()
 
     # -- clock ---------------------------------------------------------------------
 
     @property
     def now_ns(self) -> int:
-        return self.now
+        return self.core.now
+
+    @property
+    def now(self) -> int:
+        return self.core.now
+
+    @property
+    def events_run(self) -> int:
+        """Events the core has run (timers popped), for the speed benchmark."""
+        return self.core.events_run
 
     def advance(self, until_ns: int) -> None:
         """Run the host up to ``until_ns`` (inclusive of events due then)."""
-        if until_ns < self.now:
-            raise SimError(f"advance({until_ns}) is before now ({self.now})")
-        self._run_until(until_ns)
+        if until_ns < self.core.now:
+            raise SimError(f"advance({until_ns}) is before now ({self.core.now})")
+        self.core.run_until(until_ns)
+
+    def take_accounting(self) -> Accounting:
+        """What happened since the previous call (or since the host started)."""
+        return self.core.take_accounting()
 
     # -- domains -------------------------------------------------------------------
 
@@ -217,25 +233,15 @@ class SimHost(HostCore):
             if node_aff >> n & 1:
                 start_cpus |= topo.node_mask[n]
         start_cpus = start_cpus & pool.cpus or pool.cpus
-        sched = pool.sched
         for i in range(spec.vcpus):
             v = Vcpu(dom, i, topo.nnodes, loads[i])
             v.rng = wl.vcpu_rng(self.spec.seed, domid, i)
             if pins is not None:  # sched_init_vcpu: a pinned vCPU starts on its pCPU
-                v.set_masks(1 << pins[i], soft, pool.cpus)
-                v.cpu = pins[i]
-            else:
-                v.set_masks(hard, soft, pool.cpus)
-                v.cpu = first(start_cpus) if i == 0 else cycle(dom.vcpus[-1].cpu, start_cpus)
+                self.core.add_vcpu(v, 1 << pins[i], soft, pins[i])
+            else:  # from where the previous one's insert put it
+                prev = first(start_cpus) if i == 0 else self.core.vcpu_view(dom.vcpus[-1])[2]
+                self.core.add_vcpu(v, hard, soft, prev if i == 0 else cycle(prev, start_cpus))
             dom.vcpus.append(v)
-            runnable, amount = wl.start(v.workload, v.rng)
-            if runnable:
-                v.work_left = amount
-            else:
-                v.pflags |= BLOCKED
-                if amount != wl.NEVER:
-                    self.timer(self.now + amount, self._wake_timer, v, v.wl_ver)
-            sched.insert(v)
         dom.paused = True
         if not paused:
             self.unpause(domid)
@@ -290,8 +296,8 @@ class SimHost(HostCore):
             return
         dom.paused = True
         for v in dom.vcpus:
-            self.vcpu_sleep(v, PAUSED)
-        self.flush()
+            self.core.vcpu_sleep(v, PAUSED)
+        self.core.flush()
 
     def unpause(self, domid: int) -> None:
         dom = self._dom(domid)
@@ -299,8 +305,8 @@ class SimHost(HostCore):
             return
         dom.paused = False
         for v in dom.vcpus:
-            self.vcpu_wake(v, PAUSED)
-        self.flush()
+            self.core.vcpu_wake(v, PAUSED)
+        self.core.flush()
 
     def shutdown(self, domid: int) -> None:
         """The guest shuts down: its vCPUs go offline, its memory stays until destroy."""
@@ -309,19 +315,15 @@ class SimHost(HostCore):
             return
         dom.shutdown = True
         for v in dom.vcpus:
-            v.wl_ver += 1
-            self.vcpu_sleep(v, DOWN)
-        self.flush()
+            self.core.shutdown_vcpu(v)
+        self.core.flush()
 
     def destroy(self, domid: int) -> None:
         """Take the domain down and give its memory back."""
         dom = self._dom(domid)
         self.shutdown(domid)
         for v in dom.vcpus:
-            dom.pool.sched.remove(v)
-            if not v.touched:
-                v.touched = True
-                self._touched.append(v)
+            self.core.remove_vcpu(v)
         for n, k in enumerate(dom.mem_kib):
             self.mem_free_kib[n] += k
         dom.mem_kib = [0] * self.topo.nnodes
@@ -343,23 +345,8 @@ class SimHost(HostCore):
         except (TypeError, ValueError) as exc:
             raise SimError(str(exc)) from None
         for v in self._vcpus(domid, vcpu):
-            v.workload = workload
-            v.wl_ver += 1  # drop the old workload's pending timers
-            v.work_mark = self.now
-            work = wl.on_ns(workload, v.rng)  # a fresh on phase starts now
-            v.work_left = work
-            if work != 0:
-                if v.is_running and work > 0:
-                    self.timer(self.now + work, self._work_done, v, v.wl_ver)
-                if v.pflags & BLOCKED:
-                    self.vcpu_wake(v, BLOCKED)
-            elif not v.pflags & BLOCKED:  # Idle from now on
-                if v.is_running:
-                    self.set_flag(v, BLOCKED)  # vcpu_block
-                    self.raise_softirq(v.cpu)
-                else:
-                    self.vcpu_sleep(v, BLOCKED)
-        self.flush()
+            self.core.set_workload(v, workload)
+        self.core.flush()
 
     def set_affinity(
         self, domid: int, vcpu: int | None, hard: CpuSet | None, soft: CpuSet | None
@@ -378,14 +365,10 @@ class SimHost(HostCore):
                 f"domain {domid}: hard affinity {sorted(hard or ())} has no pCPU of "
                 f"cpupool {dom.pool.name!r}"
             )
-        sched = dom.pool.sched
         for v in targets:
-            v.set_masks(v.hard if hard_m is None else hard_m,
-                         v.soft if soft_m is None else soft_m, dom.pool.cpus)
-            sched.affinity_changed(v)
-            self.migrate_start(v)
-            self.migrate_finish(v)
-        self.flush()
+            self.core.set_affinity(v, v.hard if hard_m is None else hard_m,
+                                   v.soft if soft_m is None else soft_m)
+        self.core.flush()
 
     # -- views -----------------------------------------------------------------------
 
@@ -406,7 +389,7 @@ class SimHost(HostCore):
                 state = DomainState.SHUTDOWN
             elif d.paused:
                 state = DomainState.PAUSED
-            elif all(v.pflags & BLOCKED for v in d.vcpus):
+            elif all(self.core.vcpu_view(v)[0] & BLOCKED for v in d.vcpus):
                 state = DomainState.BLOCKED  # XEN_DOMINF_blocked: every vCPU blocked
             else:
                 state = DomainState.RUNNING
@@ -420,22 +403,21 @@ class SimHost(HostCore):
         doms = [self._dom(domid)] if domid is not None else [
             self.domains[k] for k in sorted(self.domains)
         ]
-        now = self.now
         out = []
         for d in doms:
             for v in d.vcpus:
-                if v.pflags & DOWN:
+                pflags, running, on_cpu, run = self.core.vcpu_view(v)
+                if pflags & DOWN:
                     state = VcpuState.OFFLINE
-                elif v.is_running:
+                elif running:
                     state = VcpuState.RUNNING
-                elif v.pflags & PAUSED:
+                elif pflags & PAUSED:
                     state = VcpuState.PAUSED
-                elif v.pflags & BLOCKED:
+                elif pflags & BLOCKED:
                     state = VcpuState.BLOCKED
                 else:
                     state = VcpuState.RUNNABLE
-                run = v.total_run + (now - v.run_start if v.run_start >= 0 else 0)
-                cpu = None if state is VcpuState.OFFLINE else v.cpu
+                cpu = None if state is VcpuState.OFFLINE else on_cpu
                 out.append(
                     VcpuInfo(d.domid, v.vid, cpu, state, run,
                              frozenset(cpus_of(v.hard)), frozenset(cpus_of(v.soft)))
@@ -457,6 +439,38 @@ class SimHost(HostCore):
     def pool_of_domain(self, domid: int) -> str:
         return self._dom(domid).pool.name
 
+    def python_core(self) -> HostCore:
+        """The Python core, for tests and introspection (the native one has no such objects)."""
+        if not isinstance(self.core, HostCore):
+            raise SimError("this host runs on the native core")
+        return self.core
+
     def scheduler_of(self, pool: str = POOL0) -> SchedOps:
-        """The scheduler instance of a cpupool (for tests and introspection)."""
+        """The scheduler instance of a cpupool (Python core: for tests and introspection)."""
+        self.python_core()
         return self.pools[pool].sched
+
+
+def _make_core(kind: str, topo: Topo, pools: dict[str, Pool], sched_of: Mapping[str, str],
+               seed: int) -> SimCore:
+    """The Python model, or its native port when asked (``auto``: when it can)."""
+    if kind not in ("python", "native", "auto"):
+        raise SimError(f"core must be python, native or auto, got {kind!r}")
+    if kind != "python":
+        from agent.sim import native_core
+
+        reason = native_core.unavailable(topo)
+        if reason is None:
+            return native_core.NativeCore(topo, list(pools.values()), sched_of, seed)
+        if kind == "native":
+            raise SimError(f"native core: {reason}")
+    core = HostCore(topo)
+    core.pool_of = [pools[POOL0]] * topo.ncpus
+    for name, pool in pools.items():
+        for c in cpus_of(pool.cpus):
+            core.pool_of[c] = pool
+        if pool.cpus:
+            cls = Credit1 if sched_of[name] == "credit1" else Credit2
+            pool.sched = cls(core, pool, seed)
+    core.pools = list(pools.values())
+    return core
