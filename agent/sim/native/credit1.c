@@ -1,0 +1,990 @@
+/* credit1.c: a port of agent/sim/credit1.py (Xen 4.17's credit scheduler model),
+ * exact to the bit: every decision, every timer push and every random draw in
+ * the same order as the Python model. Comments name the Python method each
+ * function ports; read credit1.py for the why of each rule.
+ *
+ * Python containers and their C forms:
+ * - runq[cpu] (list ordered by priority): intrusive doubly linked list, head =
+ *   rq[0];
+ * - active_sdom / SDom.active (insertion-ordered dicts): intrusive doubly linked
+ *   lists appending at the tail (deletion unlinks; a move to the end is unlink +
+ *   append); `list(reversed(active_sdom))` walks from the tail, taking each
+ *   predecessor before the visit (the visit may move or drop only itself);
+ * - int bit masks: mask_t.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "native.h"
+
+#define TICK_NS 10000000LL
+#define TSLICE_NS 30000000LL
+#define CREDITS_PER_TSLICE 300
+#define RATELIMIT_NS 1000000LL
+#define MIN_TIMER_NS 100000LL
+
+#define PRI_BOOST 0
+#define PRI_UNDER (-1)
+#define PRI_OVER (-2)
+#define PRI_IDLE (-64)
+
+#define F_MIGRATING 2
+#define F_PINNED 4
+#define F_STOPPED 64 /* private mark: csched_acct's `stopped` list */
+
+enum { SOFT = 0, HARD = 1 };
+
+struct c1_priv {
+    struct host *h;
+    struct pool *pool;
+    mask_t cpus;
+    int64_t migr_delay;
+    struct vcpu *rq_head[MAX_CPUS];
+    struct vcpu *rq_tail[MAX_CPUS];
+    int nr_runnable[MAX_CPUS];
+    int idle_bias[MAX_CPUS];
+    int last_tickle[MAX_CPUS];
+    int balance_bias[MAX_CPUS]; /* per node */
+    mask_t idlers;
+    struct dom *sd_head, *sd_tail; /* active_sdom */
+    int64_t weight;
+    int64_t credit;
+    int64_t credit_balance;
+    int64_t runq_sort;
+    int64_t sorted_epoch;
+    mask_t busy, overloaded, queued;
+    int64_t nq, nq_hi;
+    mask_t boosted, inactive, outside_soft, spread, lazy, lazy_over;
+    bool smt;
+};
+
+/* -- mask helpers (by value: the compiler keeps them in registers) -------------- */
+
+static inline bool m_test(const mask_t *m, int n) { return (m->w[n >> 6] >> (n & 63)) & 1; }
+static inline void m_set(mask_t *m, int n) { m->w[n >> 6] |= (uint64_t)1 << (n & 63); }
+static inline void m_clr(mask_t *m, int n) { m->w[n >> 6] &= ~((uint64_t)1 << (n & 63)); }
+
+static inline mask_t m_and(mask_t a, mask_t b)
+{
+    for (int i = 0; i < MASK_WORDS; i++)
+        a.w[i] &= b.w[i];
+    return a;
+}
+
+static inline mask_t m_or(mask_t a, mask_t b)
+{
+    for (int i = 0; i < MASK_WORDS; i++)
+        a.w[i] |= b.w[i];
+    return a;
+}
+
+static inline mask_t m_andnot(mask_t a, mask_t b)
+{
+    for (int i = 0; i < MASK_WORDS; i++)
+        a.w[i] &= ~b.w[i];
+    return a;
+}
+
+static inline bool m_empty(mask_t a)
+{
+    uint64_t x = 0;
+    for (int i = 0; i < MASK_WORDS; i++)
+        x |= a.w[i];
+    return x == 0;
+}
+
+static inline bool m_eq(mask_t a, mask_t b)
+{
+    uint64_t x = 0;
+    for (int i = 0; i < MASK_WORDS; i++)
+        x |= a.w[i] ^ b.w[i];
+    return x == 0;
+}
+
+static inline int m_weight(mask_t a)
+{
+    int n = 0;
+    for (int i = 0; i < MASK_WORDS; i++)
+        n += __builtin_popcountll(a.w[i]);
+    return n;
+}
+
+/* Lowest set bit >= n, or -1. */
+static inline int m_next(const mask_t *m, int n)
+{
+    if (n >= MASK_WORDS * 64)
+        return -1;
+    int i = n >> 6;
+    uint64_t w = m->w[i] & (~(uint64_t)0 << (n & 63));
+    for (;;) {
+        if (w)
+            return (i << 6) + __builtin_ctzll(w);
+        if (++i >= MASK_WORDS)
+            return -1;
+        w = m->w[i];
+    }
+}
+
+/* cpumask_cycle: next set bit after n, wrapping; -1 if empty. */
+static inline int m_cycle(int n, const mask_t *m)
+{
+    int c = m_next(m, n + 1);
+    return c >= 0 ? c : m_next(m, 0);
+}
+
+/* -- arithmetic ------------------------------------------------------------------- */
+
+static inline __int128 floordiv128(__int128 a, __int128 b)
+{
+    __int128 q = a / b;
+    if ((a % b != 0) && ((a < 0) != (b < 0)))
+        q--;
+    return q;
+}
+
+/* -- runqueue ----------------------------------------------------------------------- */
+
+static void nr_inc(struct c1_priv *p, int cpu)
+{
+    int n = ++p->nr_runnable[cpu];
+    if (n == 2)
+        m_set(&p->overloaded, cpu);
+}
+
+static void nr_dec(struct c1_priv *p, int cpu)
+{
+    int n = --p->nr_runnable[cpu];
+    if (n == 1)
+        m_clr(&p->overloaded, cpu);
+}
+
+static void arm_lazy_over(struct c1_priv *p)
+{
+    mask_t m = p->lazy_over;
+    p->lazy = m_andnot(p->lazy, m);
+    memset(&p->lazy_over, 0, sizeof p->lazy_over);
+    for (int c = m_next(&m, 0); c >= 0; c = m_next(&m, c + 1))
+        host_arm_slice(p->h, c);
+}
+
+/* __runq_insert: after every vCPU of equal or higher priority. */
+static void runq_insert(struct c1_priv *p, int cpu, struct vcpu *v)
+{
+    int pri = v->c1.pri;
+    struct vcpu *it = p->rq_head[cpu];
+    while (it && it->c1.pri >= pri)
+        it = it->c1.rq_next;
+    if (it) { /* before it */
+        struct vcpu *pv = it->c1.rq_prev;
+        v->c1.rq_prev = pv;
+        v->c1.rq_next = it;
+        it->c1.rq_prev = v;
+        if (pv)
+            pv->c1.rq_next = v;
+        else
+            p->rq_head[cpu] = v;
+    } else { /* at the tail */
+        struct vcpu *t = p->rq_tail[cpu];
+        v->c1.rq_prev = t;
+        v->c1.rq_next = NULL;
+        if (t)
+            t->c1.rq_next = v;
+        else
+            p->rq_head[cpu] = v;
+        p->rq_tail[cpu] = v;
+    }
+    v->c1.on_runq = true;
+    m_set(&p->queued, cpu);
+    p->nq++;
+    if (pri >= PRI_UNDER) {
+        if (!p->nq_hi)
+            arm_lazy_over(p);
+        p->nq_hi++;
+    }
+    if (m_test(&p->lazy, cpu)) {
+        m_clr(&p->lazy, cpu);
+        m_clr(&p->lazy_over, cpu);
+        host_arm_slice(p->h, cpu);
+    }
+}
+
+static void rq_unlink(struct c1_priv *p, int cpu, struct vcpu *v)
+{
+    struct vcpu *pv = v->c1.rq_prev, *nx = v->c1.rq_next;
+    if (pv)
+        pv->c1.rq_next = nx;
+    else
+        p->rq_head[cpu] = nx;
+    if (nx)
+        nx->c1.rq_prev = pv;
+    else
+        p->rq_tail[cpu] = pv;
+    v->c1.rq_prev = v->c1.rq_next = NULL;
+}
+
+/* __runq_remove */
+static void runq_remove(struct c1_priv *p, int cpu, struct vcpu *v)
+{
+    rq_unlink(p, cpu, v);
+    v->c1.on_runq = false;
+    if (!p->rq_head[cpu])
+        m_clr(&p->queued, cpu);
+    p->nq--;
+    if (v->c1.pri >= PRI_UNDER)
+        p->nq_hi--;
+}
+
+/* -- active lists ----------------------------------------------------------------------- */
+
+static void sd_append(struct c1_priv *p, struct dom *d)
+{
+    d->c1.sd_prev = p->sd_tail;
+    d->c1.sd_next = NULL;
+    if (p->sd_tail)
+        p->sd_tail->c1.sd_next = d;
+    else
+        p->sd_head = d;
+    p->sd_tail = d;
+    d->c1.in_active_sdom = true;
+}
+
+static void sd_unlink(struct c1_priv *p, struct dom *d)
+{
+    struct dom *pv = d->c1.sd_prev, *nx = d->c1.sd_next;
+    if (pv)
+        pv->c1.sd_next = nx;
+    else
+        p->sd_head = nx;
+    if (nx)
+        nx->c1.sd_prev = pv;
+    else
+        p->sd_tail = pv;
+    d->c1.sd_prev = d->c1.sd_next = NULL;
+    d->c1.in_active_sdom = false;
+}
+
+/* __csched_unit_acct_start */
+static void acct_start(struct c1_priv *p, struct vcpu *v)
+{
+    struct c1_dom *sd = &v->dom->c1;
+    v->c1.active = true;
+    v->c1.act_prev = sd->act_tail;
+    v->c1.act_next = NULL;
+    if (sd->act_tail)
+        sd->act_tail->c1.act_next = v;
+    else
+        sd->act_head = v;
+    sd->act_tail = v;
+    sd->n_active++;
+    p->weight += sd->weight;
+    if (!sd->in_active_sdom)
+        sd_append(p, v->dom);
+}
+
+/* __csched_unit_acct_stop_locked */
+static void acct_stop(struct c1_priv *p, struct vcpu *v)
+{
+    struct c1_dom *sd = &v->dom->c1;
+    v->c1.active = false;
+    struct vcpu *pv = v->c1.act_prev, *nx = v->c1.act_next;
+    if (pv)
+        pv->c1.act_next = nx;
+    else
+        sd->act_head = nx;
+    if (nx)
+        nx->c1.act_prev = pv;
+    else
+        sd->act_tail = pv;
+    v->c1.act_prev = v->c1.act_next = NULL;
+    sd->n_active--;
+    p->weight -= sd->weight;
+    if (!sd->n_active)
+        sd_unlink(p, v->dom);
+}
+
+/* -- credits ------------------------------------------------------------------------------ */
+
+/* burn_credits: one credit per 100 us run since start_time. */
+static void burn(struct vcpu *v, int64_t now)
+{
+    int64_t delta = now - v->c1.start_time;
+    if (delta <= 0)
+        return;
+    int64_t x = delta * 10 + v->c1.residual;
+    int64_t credits = floordiv64(x, 1000000);
+    v->c1.residual = x - credits * 1000000;
+    v->c1.credit -= credits;
+    v->c1.start_time = now;
+}
+
+/* -- _csched_cpu_pick ------------------------------------------------------------------- */
+
+static int cpu_pick(struct c1_priv *p, struct vcpu *v, bool commit)
+{
+    struct host *h = p->h;
+    int vcpu_cpu = v->cpu;
+    int spc = -1;
+    int cpu = vcpu_cpu;
+    mask_t idlers = p->idlers;
+    for (int step = SOFT; step <= HARD; step++) {
+        mask_t cpus;
+        if (step == SOFT) {
+            if (!v->has_soft || m_empty(v->smask))
+                continue;
+            cpus = v->smask;
+        } else {
+            cpus = v->hmask;
+        }
+        /* If present, prefer the vCPU's current pCPU. */
+        cpu = m_test(&cpus, vcpu_cpu) ? vcpu_cpu : m_cycle(vcpu_cpu, &cpus);
+        if (cpu < 0)
+            return vcpu_cpu; /* empty mask: Python would raise; never happens */
+        idlers = p->idlers;
+        if (cpu == vcpu_cpu && !p->rq_head[cpu])
+            m_set(&idlers, cpu); /* discount the vCPU itself: is_runq_idle() */
+        cpus = m_and(cpus, idlers);
+        if (!m_test(&cpus, cpu) && !m_empty(cpus))
+            cpu = m_cycle(cpu, &cpus);
+        m_clr(&cpus, cpu);
+        while (!m_empty(cpus)) {
+            int nxt = m_cycle(cpu, &cpus);
+            mask_t cpu_idlers, nxt_idlers;
+            int factor;
+            const mask_t *core_cpu = &h->core_mask[cpu];
+            if (m_test(core_cpu, nxt)) {
+                /* Same socket: compare idle threads of the two cores. */
+                cpu_idlers = m_and(idlers, h->sib_mask[cpu]);
+                if (m_eq(cpu_idlers, h->sib_mask[cpu])) {
+                    cpus = m_andnot(cpus, *core_cpu);
+                    continue;
+                }
+                factor = 1;
+                nxt_idlers = m_and(idlers, h->sib_mask[nxt]);
+            } else {
+                /* Different sockets: migrate only to one twice as idle. */
+                factor = 2;
+                cpu_idlers = m_and(idlers, *core_cpu);
+                nxt_idlers = m_and(idlers, h->core_mask[nxt]);
+            }
+            if (m_weight(cpu_idlers) * factor < m_weight(nxt_idlers)) {
+                nxt_idlers = m_and(nxt_idlers, cpus);
+                spc = nxt;
+                cpu = m_cycle(p->idle_bias[nxt], &nxt_idlers);
+                cpus = m_andnot(cpus, h->sib_mask[cpu]);
+            } else {
+                cpus = m_andnot(cpus, nxt_idlers);
+            }
+        }
+        if (m_test(&idlers, cpu))
+            break;
+    }
+    if (commit && spc >= 0)
+        p->idle_bias[spc] = cpu;
+    return cpu;
+}
+
+/* -- __runq_tickle ------------------------------------------------------------------------ */
+
+static void tickle(struct c1_priv *p, struct vcpu *nw)
+{
+    struct host *h = p->h;
+    int cpu = nw->cpu;
+    struct vcpu *cur = h->cur[cpu];
+    int cur_pri = cur ? cur->c1.pri : PRI_IDLE;
+    bool idle_any = !m_empty(p->idlers);
+    int target = -1;
+    if (((nw->c1.flags & F_PINNED) && m_test(&p->idlers, cpu)) || cur_pri == PRI_IDLE ||
+        (!idle_any && nw->c1.pri > cur_pri)) {
+        target = cpu;
+    } else if (idle_any) {
+        for (int step = SOFT; step <= HARD; step++) {
+            mask_t new_idlers;
+            if (step == SOFT) {
+                if (!nw->has_soft)
+                    continue;
+                new_idlers = m_and(nw->smask, p->idlers);
+                if (m_empty(new_idlers))
+                    continue;
+            } else {
+                new_idlers = m_and(nw->hmask, p->idlers);
+            }
+            if (m_empty(new_idlers)) {
+                if (nw->c1.pri > cur_pri)
+                    target = cpu;
+            } else {
+                int t = m_cycle(p->last_tickle[cpu], &new_idlers);
+                p->last_tickle[cpu] = t;
+                target = t;
+            }
+            if (target >= 0)
+                break;
+        }
+    }
+    if (target >= 0) {
+        m_clr(&p->idlers, target);
+        host_raise_softirq(h, target);
+    }
+}
+
+/* -- csched_load_balance / csched_runq_steal ------------------------------------------------ */
+
+static struct vcpu *runq_steal(struct c1_priv *p, int peer, int cpu, int pri, int step)
+{
+    struct host *h = p->h;
+    if (!h->cur[peer])
+        return NULL; /* an idle peer is about to take its own work */
+    for (struct vcpu *v = p->rq_head[peer]; v; v = v->c1.rq_next) {
+        if (v->c1.pri <= pri)
+            break;
+        if (v->is_running)
+            continue;
+        const mask_t *mask;
+        if (step == SOFT) {
+            if (!v->has_soft)
+                continue;
+            mask = &v->smask;
+        } else {
+            mask = &v->hmask;
+        }
+        if (!m_test(mask, cpu))
+            continue;
+        if (p->migr_delay && h->now - v->c1.last_sched < p->migr_delay)
+            continue;
+        runq_remove(p, peer, v);
+        nr_dec(p, peer);
+        v->cpu = cpu;
+        nr_inc(p, cpu);
+        return v;
+    }
+    return NULL;
+}
+
+static struct vcpu *load_balance(struct c1_priv *p, int cpu, int pri)
+{
+    if (!(pri == PRI_OVER ? p->nq_hi : p->nq))
+        return NULL; /* nothing queued anywhere that could be stolen */
+    struct host *h = p->h;
+    int nnodes = h->nnodes;
+    int node = h->node_of[cpu];
+    mask_t workers_all = m_andnot(p->cpus, p->idlers);
+    m_clr(&workers_all, cpu);
+    for (int step = SOFT; step <= HARD; step++) {
+        int peer_node = node;
+        for (;;) {
+            mask_t workers = m_and(workers_all, h->node_mask[peer_node]);
+            mask_t cand = m_and(workers, p->overloaded);
+            if (!m_empty(cand)) {
+                int first_cpu = m_cycle(p->balance_bias[peer_node], &workers);
+                /* iter_cyclic(first_cpu, cand): from first_cpu up, then wrap */
+                for (int pass = 0; pass < 2; pass++) {
+                    int c = m_next(&cand, pass ? 0 : first_cpu);
+                    for (; c >= 0 && (pass == 0 || c < first_cpu); c = m_next(&cand, c + 1)) {
+                        struct vcpu *v = runq_steal(p, c, cpu, pri, step);
+                        if (v) {
+                            p->balance_bias[peer_node] = c;
+                            return v;
+                        }
+                    }
+                }
+            }
+            peer_node = peer_node + 1 < nnodes ? peer_node + 1 : 0;
+            if (peer_node == node)
+                break;
+        }
+    }
+    return NULL;
+}
+
+/* -- csched_schedule --------------------------------------------------------------------------- */
+
+static struct vcpu *c1_schedule(struct host *h, struct pool *pool, int cpu, struct vcpu *prev,
+                                int64_t *tslice, bool *lazy)
+{
+    struct c1_priv *p = pool->priv;
+    int64_t now = h->now;
+    m_clr(&p->lazy, cpu);
+    m_clr(&p->lazy_over, cpu);
+    *lazy = false;
+    if (prev) {
+        burn(prev, now);
+        int64_t runtime = now - prev->state_entry;
+        prev->c1.last_sched = now;
+        if (!prev->pflags && runtime < RATELIMIT_NS) {
+            /* Rate limiting: keep prev until it has run RATELIMIT_NS. */
+            *tslice = runtime < MIN_TIMER_NS ? MIN_TIMER_NS : RATELIMIT_NS - runtime;
+            return prev;
+        }
+        if (!prev->pflags)
+            runq_insert(p, cpu, prev);
+        else
+            nr_dec(p, cpu);
+    }
+    struct vcpu *snext = p->rq_head[cpu];
+    int pri = snext ? snext->c1.pri : PRI_IDLE;
+    if (pri > PRI_OVER) {
+        runq_remove(p, cpu, snext);
+    } else {
+        struct vcpu *stolen = load_balance(p, cpu, pri);
+        if (stolen)
+            snext = stolen;
+        else if (snext)
+            runq_remove(p, cpu, snext);
+    }
+    if (!snext) {
+        m_set(&p->idlers, cpu);
+        m_clr(&p->busy, cpu);
+        *tslice = -1;
+        return NULL;
+    }
+    m_clr(&p->idlers, cpu);
+    m_set(&p->busy, cpu);
+    if (snext != prev)
+        snext->c1.start_time = now;
+    if (snext->c1.pri == PRI_BOOST)
+        m_set(&p->boosted, cpu);
+    if (!snext->c1.active)
+        m_set(&p->inactive, cpu);
+    mask_t step_mask;
+    if (snext->has_soft && m_test(&snext->smask, cpu)) {
+        m_clr(&p->outside_soft, cpu);
+        step_mask = snext->smask;
+    } else {
+        if (snext->has_soft)
+            m_set(&p->outside_soft, cpu);
+        else
+            m_clr(&p->outside_soft, cpu);
+        step_mask = snext->hmask;
+    }
+    if (!m_empty(m_andnot(step_mask, h->core_mask[cpu])))
+        m_set(&p->spread, cpu);
+    else
+        m_clr(&p->spread, cpu);
+    *tslice = TSLICE_NS;
+    /* A lone vCPU's slice end changes nothing unless a peer has queued work
+     * it could steal (only if OVER) or someone queues here: defer it. */
+    if (!p->rq_head[cpu] && (snext->c1.pri != PRI_OVER || !p->nq_hi)) {
+        m_set(&p->lazy, cpu);
+        if (snext->c1.pri == PRI_OVER)
+            m_set(&p->lazy_over, cpu);
+        *lazy = true;
+    }
+    return snext;
+}
+
+/* -- csched_acct --------------------------------------------------------------------------------- */
+
+static void acct_timer(struct host *h, void *a, int64_t b);
+
+static void acct_timer(struct host *h, void *a, int64_t b)
+{
+    (void)b;
+    struct c1_priv *p = a;
+    int64_t now = h->now;
+    host_timer(h, now + TSLICE_NS, acct_timer, p, 0);
+    int64_t weight_total = p->weight;
+    __int128 credit_total = p->credit;
+    if (p->credit_balance < 0)
+        credit_total -= p->credit_balance;
+    if (weight_total == 0) {
+        p->credit_balance = 0;
+        return;
+    }
+    /* Running vCPUs have been burnt up to their pCPU's last tick. */
+    int64_t last_tick = now - (now - floordiv64(now, TICK_NS) * TICK_NS);
+    for (int c = 0; c < h->ncpus; c++) {
+        struct vcpu *v = h->cur[c];
+        if (v && v->dom->pool == p->pool && v->c1.active)
+            burn(v, last_tick > v->c1.start_time ? last_tick : v->c1.start_time);
+    }
+    __int128 weight_left = weight_total;
+    int64_t credit_balance = 0;
+    bool credit_xtra = false;
+    int64_t prev_balance = p->credit_balance;
+    struct dom *sdom_prev;
+    for (struct dom *d = p->sd_tail; d; d = sdom_prev) {
+        sdom_prev = d->c1.sd_prev; /* list(reversed(...)): the visit moves or drops only d */
+        struct c1_dom *sd = &d->c1;
+        int64_t n_act = sd->n_active;
+        weight_left -= (__int128)sd->weight * n_act;
+        __int128 credit_peak = (__int128)n_act * CREDITS_PER_TSLICE;
+        if (prev_balance < 0)
+            credit_peak += floordiv128(-(__int128)prev_balance * sd->weight * n_act +
+                                           weight_total - 1,
+                                       weight_total);
+        __int128 credit_fair =
+            floordiv128(credit_total * sd->weight * n_act + weight_total - 1, weight_total);
+        if (credit_fair < credit_peak) {
+            credit_xtra = true;
+        } else {
+            if (weight_left != 0)
+                credit_total += floordiv128(
+                    (credit_fair - credit_peak) * weight_total + weight_left - 1, weight_left);
+            if (credit_xtra) {
+                /* Keep domains with extra credits at the head of the queue. */
+                sd_unlink(p, d);
+                sd_append(p, d);
+            }
+            credit_fair = credit_peak;
+        }
+        credit_fair = floordiv128(credit_fair + n_act - 1, n_act);
+        bool any_stopped = false;
+        for (struct vcpu *v = sd->act_head; v; v = v->c1.act_next) {
+            int64_t credit = v->c1.credit + (int64_t)credit_fair;
+            bool old_hi = v->c1.pri >= PRI_UNDER;
+            if (credit < 0) {
+                v->c1.pri = PRI_OVER;
+                if (credit < -CREDITS_PER_TSLICE)
+                    credit = -CREDITS_PER_TSLICE;
+            } else {
+                v->c1.pri = PRI_UNDER;
+                if (credit > CREDITS_PER_TSLICE) {
+                    /* Upper bound: it stops earning, with half its credit. */
+                    v->c1.flags |= F_STOPPED;
+                    any_stopped = true;
+                    credit = floordiv64(credit, 2);
+                    if (v->is_running)
+                        m_set(&p->inactive, v->cpu);
+                }
+            }
+            v->c1.credit = credit;
+            credit_balance += credit;
+            bool new_hi = v->c1.pri >= PRI_UNDER;
+            if (v->c1.on_runq && old_hi != new_hi) {
+                if (new_hi) {
+                    if (!p->nq_hi)
+                        arm_lazy_over(p);
+                    p->nq_hi++;
+                } else {
+                    p->nq_hi--;
+                }
+            } else if (v->is_running && h->cur[v->cpu] == v && m_test(&p->lazy, v->cpu)) {
+                int c = v->cpu;
+                if (new_hi) {
+                    m_clr(&p->lazy_over, c);
+                } else if (p->nq_hi) {
+                    m_clr(&p->lazy, c);
+                    m_clr(&p->lazy_over, c);
+                    host_arm_slice(h, c);
+                } else {
+                    m_set(&p->lazy_over, c);
+                }
+            }
+        }
+        if (any_stopped) {
+            struct vcpu *nx;
+            for (struct vcpu *v = sd->act_head; v; v = nx) {
+                nx = v->c1.act_next;
+                if (v->c1.flags & F_STOPPED) {
+                    v->c1.flags &= ~F_STOPPED;
+                    acct_stop(p, v);
+                }
+            }
+        }
+    }
+    p->credit_balance = credit_balance;
+    p->runq_sort++;
+}
+
+/* -- csched_tick ------------------------------------------------------------------------------------ */
+
+/* csched_runq_sort: UNDER (and BOOST) ahead of OVER, order kept otherwise. */
+static void sort_runqs(struct c1_priv *p)
+{
+    mask_t m = p->queued;
+    for (int c = m_next(&m, 0); c >= 0; c = m_next(&m, c + 1)) {
+        struct vcpu *v = p->rq_head[c];
+        if (!v || !v->c1.rq_next)
+            continue;
+        struct vcpu *hi_h = NULL, *hi_t = NULL, *lo_h = NULL, *lo_t = NULL, *nx;
+        for (; v; v = nx) {
+            nx = v->c1.rq_next;
+            struct vcpu **hd, **tl;
+            if (v->c1.pri >= PRI_UNDER) {
+                hd = &hi_h;
+                tl = &hi_t;
+            } else {
+                hd = &lo_h;
+                tl = &lo_t;
+            }
+            v->c1.rq_prev = *tl;
+            v->c1.rq_next = NULL;
+            if (*tl)
+                (*tl)->c1.rq_next = v;
+            else
+                *hd = v;
+            *tl = v;
+        }
+        if (hi_t && lo_h) {
+            hi_t->c1.rq_next = lo_h;
+            lo_h->c1.rq_prev = hi_t;
+        }
+        p->rq_head[c] = hi_h ? hi_h : lo_h;
+        p->rq_tail[c] = lo_t ? lo_t : hi_t;
+    }
+}
+
+/* _repick_candidates: busy pCPUs where _csched_cpu_pick may not answer "stay". */
+static mask_t repick_candidates(struct c1_priv *p, mask_t busy)
+{
+    struct host *h = p->h;
+    mask_t idle = p->idlers;
+    mask_t todo = m_and(busy, m_or(p->queued, p->outside_soft));
+    int counts[MAX_CPUS];
+    int top = -1, second = 0, ntop = 0;
+    for (int n = 0; n < h->nnodes; n++) {
+        counts[n] = m_weight(m_and(idle, h->node_mask[n]));
+    }
+    /* sorted(counts, reverse=True)[0], [1] (0 if one node) */
+    for (int n = 0; n < h->nnodes; n++)
+        if (counts[n] > top)
+            top = counts[n];
+    second = -1;
+    for (int n = 0; n < h->nnodes; n++) {
+        if (counts[n] == top)
+            ntop++;
+        else if (counts[n] > second)
+            second = counts[n];
+    }
+    if (ntop >= 2)
+        second = top;
+    else if (h->nnodes < 2)
+        second = 0;
+    for (int n = 0; n < h->nnodes; n++) {
+        mask_t bm = m_and(busy, h->node_mask[n]);
+        if (m_empty(bm))
+            continue;
+        int others = counts[n] == top ? second : top;
+        if (others > 2 * (counts[n] + 1))
+            todo = m_or(todo, m_and(bm, p->spread));
+    }
+    if (p->smt) {
+        for (int n = 0; n < h->nnodes; n++) {
+            mask_t nm = h->node_mask[n];
+            mask_t nb = m_andnot(m_and(busy, nm), todo);
+            mask_t rest = m_and(idle, nm);
+            if (m_empty(nb) || m_empty(rest))
+                continue;
+            bool whole_idle_core = false;
+            for (int c = m_next(&rest, 0); c >= 0; c = m_next(&rest, 0)) {
+                if (m_eq(m_and(idle, h->sib_mask[c]), h->sib_mask[c])) {
+                    whole_idle_core = true;
+                    break;
+                }
+                rest = m_andnot(rest, h->sib_mask[c]);
+            }
+            if (!whole_idle_core)
+                continue;
+            for (int c = m_next(&nb, 0); c >= 0; c = m_next(&nb, c + 1)) {
+                mask_t o = m_and(idle, h->sib_mask[c]);
+                m_clr(&o, c);
+                if (m_empty(o))
+                    m_set(&todo, c);
+            }
+        }
+    }
+    return todo;
+}
+
+/* csched_unit_acct */
+static void unit_acct(struct c1_priv *p, int cpu, struct vcpu *v)
+{
+    if (v->c1.pri == PRI_BOOST)
+        v->c1.pri = PRI_UNDER;
+    if (!v->c1.active) {
+        acct_start(p, v);
+        return;
+    }
+    if (cpu_pick(p, v, false) != cpu) {
+        host_set_migrating(p->h, v);
+        host_raise_softirq(p->h, cpu);
+    }
+}
+
+static void tick_timer(struct host *h, void *a, int64_t b)
+{
+    (void)b;
+    struct c1_priv *p = a;
+    int64_t now = h->now;
+    host_timer(h, now + TICK_NS, tick_timer, p, 0);
+    mask_t busy = p->busy;
+    if (m_empty(busy))
+        return;
+    if (p->sorted_epoch != p->runq_sort) {
+        p->sorted_epoch = p->runq_sort;
+        sort_runqs(p);
+    }
+    mask_t todo = m_and(m_or(p->boosted, p->inactive), busy);
+    memset(&p->boosted, 0, sizeof(mask_t));
+    memset(&p->inactive, 0, sizeof(mask_t));
+    if (!m_empty(p->idlers))
+        todo = m_or(todo, repick_candidates(p, busy));
+    if (m_empty(todo))
+        return;
+    int start = (int)mt_randbelow(&p->pool->rng, h->ncpus);
+    for (int pass = 0; pass < 2; pass++) {
+        int c = m_next(&todo, pass ? 0 : start);
+        for (; c >= 0 && (pass == 0 || c < start); c = m_next(&todo, c + 1)) {
+            struct vcpu *v = h->cur[c];
+            if (!v || v->dom->pool != p->pool)
+                continue;
+            unit_acct(p, c, v);
+            host_flush(h);
+        }
+    }
+}
+
+/* -- hooks (struct scheduler) ----------------------------------------------------------------------- */
+
+static void c1_start(struct host *h, struct pool *pool)
+{
+    struct c1_priv *p = pool->priv;
+    int64_t now = h->now;
+    host_timer(h, now - (now - floordiv64(now, TICK_NS) * TICK_NS) + TICK_NS, tick_timer, p, 0);
+    /* The master ticker starts one timeslice after the first pCPU joins. */
+    int64_t phase = 1 + (int64_t)mt_randbelow(&p->pool->rng, TSLICE_NS - 1);
+    host_timer(h, now + phase, acct_timer, p, 0);
+}
+
+/* csched_aff_cntl */
+static void c1_affinity_changed(struct host *h, struct pool *pool, struct vcpu *v)
+{
+    (void)h;
+    (void)pool;
+    if (m_weight(v->hard) == 1)
+        v->c1.flags |= F_PINNED;
+    else
+        v->c1.flags &= ~F_PINNED;
+}
+
+/* csched_res_pick: remember the move so the wake after it does not boost. */
+static int c1_pick_resource(struct host *h, struct pool *pool, struct vcpu *v)
+{
+    (void)h;
+    v->c1.flags |= F_MIGRATING;
+    return cpu_pick(pool->priv, v, true);
+}
+
+/* csched_unit_insert */
+static void c1_insert(struct host *h, struct pool *pool, struct vcpu *v)
+{
+    struct c1_priv *p = pool->priv;
+    struct dom *d = v->dom;
+    if (!d->c1.present) {
+        memset(&d->c1, 0, sizeof d->c1);
+        d->c1.present = true;
+        d->c1.weight = d->weight;
+    }
+    v->c1.pri = PRI_UNDER;
+    v->c1.credit = 0;
+    v->c1.residual = 0;
+    v->c1.flags = 0;
+    v->c1.active = false;
+    c1_affinity_changed(h, pool, v);
+    v->cpu = c1_pick_resource(h, pool, v);
+    if (!v->c1.on_runq && !v->pflags && !v->is_running) {
+        runq_insert(p, v->cpu, v);
+        nr_inc(p, v->cpu);
+    }
+}
+
+/* csched_unit_remove */
+static void c1_remove(struct host *h, struct pool *pool, struct vcpu *v)
+{
+    (void)h;
+    if (v->c1.active)
+        acct_stop(pool->priv, v);
+}
+
+/* csched_unit_sleep */
+static void c1_sleep(struct host *h, struct pool *pool, struct vcpu *v)
+{
+    struct c1_priv *p = pool->priv;
+    if (h->cur[v->cpu] == v) {
+        host_raise_softirq(h, v->cpu);
+    } else if (v->c1.on_runq) {
+        runq_remove(p, v->cpu, v);
+        nr_dec(p, v->cpu);
+    }
+}
+
+/* csched_unit_wake: BOOST (unless migrating), queue, tickle. */
+static void c1_wake(struct host *h, struct pool *pool, struct vcpu *v)
+{
+    struct c1_priv *p = pool->priv;
+    if (h->cur[v->cpu] == v || v->c1.on_runq)
+        return;
+    int migrating = v->c1.flags & F_MIGRATING;
+    v->c1.flags &= ~F_MIGRATING;
+    if (!migrating && v->c1.pri == PRI_UNDER)
+        v->c1.pri = PRI_BOOST;
+    runq_insert(p, v->cpu, v);
+    nr_inc(p, v->cpu);
+    tickle(p, v);
+}
+
+static void c1_context_saved(struct host *h, struct pool *pool, struct vcpu *v)
+{
+    (void)h;
+    (void)pool;
+    (void)v;
+}
+
+static void c1_move(struct host *h, struct pool *pool, struct vcpu *v, int cpu)
+{
+    (void)h;
+    (void)pool;
+    v->cpu = cpu; /* no migrate hook: sched_set_res() */
+}
+
+/* Credit1.__init__ */
+static int c1_init(struct host *h, struct pool *pool)
+{
+    struct c1_priv *p = calloc(1, sizeof *p);
+    if (!p)
+        return -1;
+    p->h = h;
+    p->pool = pool;
+    p->cpus = pool->cpus;
+    p->migr_delay = 0; /* vcpu_migration_delay: the engine never sets it */
+    for (int c = 0; c < h->ncpus; c++) {
+        p->idle_bias[c] = h->ncpus - 1;
+        p->last_tickle[c] = 0;
+    }
+    p->idlers = pool->cpus; /* prv->idlers: every pCPU starts idle */
+    /* balance_bias[node]: init_pdata sets it to the node's first pCPU. */
+    for (int n = 0; n < h->nnodes; n++) {
+        mask_t m = m_and(h->node_mask[n], pool->cpus);
+        int f = m_next(&m, 0);
+        p->balance_bias[n] = f >= 0 ? f : 0;
+    }
+    p->credit = (int64_t)CREDITS_PER_TSLICE * m_weight(pool->cpus);
+    p->smt = false;
+    for (int c = 0; c < h->ncpus; c++)
+        if (m_weight(h->sib_mask[c]) > 1)
+            p->smt = true;
+    pool->priv = p;
+    return 0;
+}
+
+static void c1_free(struct host *h, struct pool *pool)
+{
+    (void)h;
+    free(pool->priv);
+    pool->priv = NULL;
+}
+
+const struct sched_ops credit1_ops = {
+    .name = "credit1",
+    .init = c1_init,
+    .free = c1_free,
+    .start = c1_start,
+    .insert = c1_insert,
+    .remove = c1_remove,
+    .sleep = c1_sleep,
+    .wake = c1_wake,
+    .schedule = c1_schedule,
+    .context_saved = c1_context_saved,
+    .pick_resource = c1_pick_resource,
+    .move = c1_move,
+    .affinity_changed = c1_affinity_changed,
+};

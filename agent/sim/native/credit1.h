@@ -1,0 +1,52 @@
+/* credit1.h: the per-vCPU and per-domain state of the credit1 port (credit1.c).
+ *
+ * A port of agent/sim/credit1.py (Xen 4.17's xen/common/sched/credit.c model);
+ * it must compute exactly what the Python model computes. Included by native.h
+ * (embedded in struct vcpu / struct dom), so it only forward-declares them.
+ */
+#ifndef XNUMA_CREDIT1_H
+#define XNUMA_CREDIT1_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct vcpu;
+struct dom;
+struct sched_ops;
+
+/* The credit1 fields of Vcpu (objects.py: pri, credit, residual, flags, active,
+ * on_runq, last_sched, start_time) plus the intrusive links that replace the
+ * Python containers holding it. */
+struct c1_vcpu {
+    int64_t credit;       /* credits: may go negative */
+    int64_t residual;     /* burn_credits' sub-credit remainder, in [0, 1e6) */
+    int64_t last_sched;
+    int64_t start_time;   /* credits are burnt up to here */
+    int pri;              /* PRI_BOOST .. PRI_IDLE */
+    int flags;            /* C1_F_* */
+    bool active;          /* on its SDom's active list */
+    bool on_runq;
+    /* runq[cpu] (a Python list ordered by priority): neighbours on it */
+    struct vcpu *rq_prev, *rq_next;
+    /* SDom.active (an insertion-ordered dict): neighbours on it */
+    struct vcpu *act_prev, *act_next;
+};
+
+/* struct csched_dom (credit1.py SDom), embedded in struct dom. */
+struct c1_dom {
+    bool present;         /* dom.sdom is not None */
+    bool in_active_sdom;  /* a key of Credit1.active_sdom */
+    int64_t weight;       /* fixed when the SDom is made (csched_alloc_domdata) */
+    int n_active;         /* len(SDom.active) */
+    struct vcpu *act_head, *act_tail;
+    /* Credit1.active_sdom (an insertion-ordered dict): neighbours on it */
+    struct dom *sd_prev, *sd_next;
+};
+
+/* The per-pool private state (Credit1's attributes) is struct c1_priv, private
+ * to credit1.c; the pool's private pointer points at it. */
+struct c1_priv;
+
+extern const struct sched_ops credit1_ops;
+
+#endif
