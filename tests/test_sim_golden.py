@@ -8,6 +8,9 @@ run time and masks. Only integers and strings go into the hash, so the
 digests do not depend on the Python version. A digest changes only when what
 the models compute changes: then say why in the commit, and update it.
 
+The same digests must come out of the native core (agent/sim/native/, the C
+port of the models): that is the check that the port is exact.
+
 To print the current digests: ``.venv/bin/python tests/test_sim_golden.py``.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -54,7 +58,7 @@ class Digest:
         return self._h.hexdigest()[:20]
 
 
-def seed_digest(name: str, scheduler: str) -> str:
+def seed_digest(name: str, scheduler: str, core: str) -> str:
     """A shipped seed scenario with its timeline squeezed into 3 s (same events, same order)."""
     scenario = load_scenario(name).with_overrides(scheduler=scheduler)  # type: ignore[arg-type]
     scale = 10  # events at 10, 20, 21 s -> 1, 2, 2.1 s
@@ -69,7 +73,7 @@ def seed_digest(name: str, scheduler: str) -> str:
             digest.accounting(acc)
             return acc
 
-    runner = Runner(scenario, Recording)
+    runner = Runner(scenario, lambda spec: Recording(spec, core=core))
     runner.run()
     assert isinstance(runner.host, SimHost)
     return digest.final(runner.host)
@@ -93,7 +97,8 @@ def _mixed_guests(rng: random.Random, count: int) -> list[DomainSpec]:
     return out
 
 
-def mixed_digest(scheduler: str, *, nodes: int, cpus: int, guests: int, seconds: float) -> str:
+def mixed_digest(scheduler: str, core: str, *, nodes: int, cpus: int, guests: int,
+                 seconds: float) -> str:
     """A sim_speed-like host (SMT, libxl placement, every workload kind) with actions."""
     spec = HostSpec(
         nodes=tuple(NodeSpec(cpus=cpus, memory_mib=64 * 1024) for _ in range(nodes)),
@@ -101,7 +106,7 @@ def mixed_digest(scheduler: str, *, nodes: int, cpus: int, guests: int, seconds:
         scheduler=scheduler,  # type: ignore[arg-type]
         seed=11,
     )
-    host = SimHost(spec)
+    host = SimHost(spec, core=core)
     host.create_domain(DomainSpec("Domain-0", 4, 4096, workload=IoLike(200, 4800),
                                   is_dom0=True, memory_nodes=(0,)))
     specs = _mixed_guests(random.Random(f"golden:{nodes}:{guests}"), guests + 1)
@@ -132,13 +137,16 @@ def mixed_digest(scheduler: str, *, nodes: int, cpus: int, guests: int, seconds:
     return digest.final(host)
 
 
-CASES = {
-    **{f"{name} {sched}": (lambda name=name, sched=sched: seed_digest(name, sched))
+Case = Callable[[str], str]  # core ("python" or "native") -> digest
+CASES: dict[str, Case] = {
+    **{f"{name} {sched}": (lambda core, name=name, sched=sched: seed_digest(name, sched, core))
        for name in ("seed-abc", "seed-abc-4node") for sched in ("credit1", "credit2")},
-    **{f"mixed 4x16 {sched}": (lambda sched=sched: mixed_digest(
-        sched, nodes=4, cpus=16, guests=30, seconds=3.0)) for sched in ("credit1", "credit2")},
-    **{f"mixed 8x56 {sched}": (lambda sched=sched: mixed_digest(
-        sched, nodes=8, cpus=56, guests=200, seconds=0.6)) for sched in ("credit1", "credit2")},
+    **{f"mixed 4x16 {sched}": (lambda core, sched=sched: mixed_digest(
+        sched, core, nodes=4, cpus=16, guests=30, seconds=3.0))
+       for sched in ("credit1", "credit2")},
+    **{f"mixed 8x56 {sched}": (lambda core, sched=sched: mixed_digest(
+        sched, core, nodes=8, cpus=56, guests=200, seconds=0.6))
+       for sched in ("credit1", "credit2")},
 }
 
 DIGESTS = {
@@ -155,7 +163,13 @@ DIGESTS = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_models_compute_what_they_computed(case: str) -> None:
-    assert CASES[case]() == DIGESTS[case]
+    assert CASES[case]("python") == DIGESTS[case]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_native_core_computes_the_same(case: str) -> None:
+    """The C port (agent/sim/native/) gives the Python model's digests, bit for bit."""
+    assert CASES[case]("native") == DIGESTS[case]
 
 
 if __name__ == "__main__":
@@ -163,5 +177,5 @@ if __name__ == "__main__":
 
     for name in sorted(CASES):
         t0 = time.process_time()
-        digest = CASES[name]()
+        digest = CASES[name]("python")
         print(f"    {name!r}: {digest!r},  # {time.process_time() - t0:.1f} s")
