@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 CACHE  := .cache
 
-.PHONY: all demo test lint bench clean xen-testbed xen-test package
+.PHONY: all demo test lint bench clean xen-testbed xen-test package native
 
 all: test
 
@@ -14,6 +14,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,sim,plot]'
 	touch $@
+
+# The simulator's native core (agent/sim/native/*.c, the C port of the Python
+# model): built in place; setuptools rebuilds it only when a source changed.
+native: $(VENV)/.installed
+	$(PY) setup.py --quiet build_ext --inplace
 
 # Debian's real xenstored, its libraries and xenstore-utils, unpacked into
 # $(CACHE)/xen with apt-get download + dpkg -x: nothing global changes.
@@ -49,13 +54,13 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check agent tests
 	$(VENV)/bin/mypy
 
-test: $(VENV)/.installed $(CACHE)/xen/.ready $(CACHE)/packaging-tools.ready lint
+test: $(VENV)/.installed native $(CACHE)/xen/.ready $(CACHE)/packaging-tools.ready lint
 	XNUMA_XEN_CACHE=$(CURDIR)/$(CACHE)/xen $(VENV)/bin/pytest -q
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed native
 	$(VENV)/bin/xnuma demo
 
-bench: $(VENV)/.installed $(CACHE)/xen/.ready
+bench: $(VENV)/.installed native $(CACHE)/xen/.ready
 	XNUMA_XEN_CACHE=$(CURDIR)/$(CACHE)/xen $(PY) benchmarks/run_all.py
 
 clean:
