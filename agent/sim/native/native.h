@@ -377,6 +377,8 @@ void host_run_until(struct host *h, int64_t until);
 /* Workload draws (workload.py); return WL_NEVER for never. */
 int64_t wl_on_ns(struct vcpu *v);
 int64_t wl_off_ns(struct vcpu *v);
+/* workload.start: true = runnable with *amount of work, false = blocked *amount ns */
+bool wl_start(struct vcpu *v, int64_t *amount);
 
 /* take_accounting: calls row(ctx, v) for each vCPU with something to report
  * (after its counters are brought up to now, before they are zeroed), and
