@@ -678,12 +678,17 @@ void host_free(struct host *h) {
     free(h);
 }
 
-int host_set_topology(struct host *h, int ncpus, const int *node_of, const mask_t *sib) {
+int host_set_topology(struct host *h, int ncpus, int nnodes_min, const int *node_of,
+                      const mask_t *sib) {
     if (ncpus < 1 || ncpus > MAX_CPUS) {
         host_fail(h, "%d pCPUs: the native core takes 1..%d", ncpus, MAX_CPUS);
         return -1;
     }
-    int nnodes = 0;
+    if (nnodes_min < 0 || nnodes_min > MAX_NODES) {
+        host_fail(h, "nnodes = %d: the native core takes 0..%d", nnodes_min, MAX_NODES);
+        return -1;
+    }
+    int nnodes = nnodes_min;
     for (int c = 0; c < ncpus; c++) {
         if (node_of[c] < 0 || node_of[c] >= MAX_NODES) {
             host_fail(h, "node_of[%d] = %d: must be in 0..%d", c, node_of[c], MAX_NODES - 1);

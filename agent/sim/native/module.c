@@ -176,10 +176,14 @@ static const struct sched_ops *ops_named(const char *name) {
 }
 
 static int Host_init(HostObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"node_of", "sib_mask", "pools", NULL};
-    PyObject *node_of_o, *sib_o, *pools_o;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO:Host", kwlist, &node_of_o, &sib_o,
-                                     &pools_o))
+    static char *kwlist[] = {"node_of", "sib_mask", "pools", "nnodes", NULL};
+    PyObject *node_of_o, *sib_o, *pools_o, *nnodes_o = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|O:Host", kwlist, &node_of_o, &sib_o,
+                                     &pools_o, &nnodes_o))
+        return -1;
+    long long nnodes = 0;
+    if (nnodes_o && nnodes_o != Py_None &&
+        int_from_py(nnodes_o, 1, MAX_NODES, &nnodes, "nnodes") < 0)
         return -1;
     if (!PyList_Check(node_of_o) || !PyList_Check(sib_o) || !PyList_Check(pools_o)) {
         PyErr_SetString(PyExc_ValueError, "node_of, sib_mask and pools must be lists");
@@ -213,7 +217,7 @@ static int Host_init(HostObject *self, PyObject *args, PyObject *kwds) {
         nodes[c] = (int)n;
         if (mask_from_py(PyList_GET_ITEM(sib_o, c), &sibs[c], "sib_mask") < 0) goto fail;
     }
-    if (host_set_topology(h, (int)ncpus, nodes, sibs) < 0) {
+    if (host_set_topology(h, (int)ncpus, (int)nnodes, nodes, sibs) < 0) {
         PyErr_Format(PyExc_ValueError, "node_of: %s", h->err);
         goto fail;
     }

@@ -346,9 +346,11 @@ void host_fail(struct host *h, const char *fmt, ...) __attribute__((format(print
 struct host *host_new(void);
 /* Free everything, calling each pool's ops->free. */
 void host_free(struct host *h);
-/* Topology from node_of (ncpus entries) and sib_mask: fills nnodes, node_mask,
- * core_mask, all_mask. Returns 0 or -1 (bad input, h->err says why). */
-int host_set_topology(struct host *h, int ncpus, const int *node_of, const mask_t *sib);
+/* Topology from node_of (ncpus entries) and sib_mask: fills nnodes (at least
+ * nnodes_min: nodes without pCPUs count), node_mask, core_mask, all_mask.
+ * Returns 0 or -1 (bad input, h->err says why). */
+int host_set_topology(struct host *h, int ncpus, int nnodes_min, const int *node_of,
+                      const mask_t *sib);
 /* Append a pool (start order); ops->init is called. NULL on failure. */
 struct pool *host_add_pool(struct host *h, const mask_t *cpus, const char *name,
                            const struct sched_ops *ops, const struct mt *rng);
