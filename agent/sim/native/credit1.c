@@ -337,8 +337,11 @@ static int cpu_pick(struct c1_priv *p, struct vcpu *v, bool commit)
         }
         /* If present, prefer the vCPU's current pCPU. */
         cpu = m_test(&cpus, vcpu_cpu) ? vcpu_cpu : m_cycle(vcpu_cpu, &cpus);
-        if (cpu < 0)
-            return vcpu_cpu; /* empty mask: Python would raise; never happens */
+        if (cpu < 0) { /* empty mask: Python raises (a negative shift count) */
+            host_fail(h, "ValueError: credit1 pick for d%dv%d: empty affinity mask", v->domid,
+                      v->vid);
+            return vcpu_cpu;
+        }
         idlers = p->idlers;
         if (cpu == vcpu_cpu && !p->rq_head[cpu])
             m_set(&idlers, cpu); /* discount the vCPU itself: is_runq_idle() */
