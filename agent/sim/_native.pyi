@@ -46,7 +46,9 @@ class Host:
     def take_accounting(
         self,
     ) -> tuple[int, int, list[tuple[int, int, tuple[int, ...], int, int, int]], tuple[int, ...]]:
-        ...
+        """(start, end, rows, busy per node); rows (domid, vid, run per node, demand,
+        migrations, cross-node) in HostCore's visiting order: should two vCPUs share a
+        (domid, vid) (a dom0 made again), the later row is the one HostCore keeps."""
     def vcpu_view(self, v: int) -> tuple[int, bool, int, int]: ...
     def vcpu_rng_state(self, v: int) -> tuple[object, ...]: ...
 

@@ -262,6 +262,19 @@ static void do_schedule(struct host *h, int cpu) {
     bool lazy = false;
     struct vcpu *nxt = p->ops->schedule(h, p, cpu, prev, &tslice, &lazy);
     int64_t now = h->now;
+#ifdef XNUMA_TRACE
+    /* one line per schedule(): now cpu prev next tslice lazy (dXvY, "-" = idle) */
+    fprintf(stderr, "sched %lld %d ", (long long)now, cpu);
+    if (prev)
+        fprintf(stderr, "d%dv%d ", prev->domid, prev->vid);
+    else
+        fprintf(stderr, "- ");
+    if (nxt)
+        fprintf(stderr, "d%dv%d", nxt->domid, nxt->vid);
+    else
+        fprintf(stderr, "-");
+    fprintf(stderr, " %lld %d\n", (long long)tslice, (int)lazy);
+#endif
     if (nxt != prev) {
         if (prev) stop_running(h, prev);
         h->cur[cpu] = nxt;
