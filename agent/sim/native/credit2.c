@@ -13,6 +13,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#ifdef XNUMA_TRACE
+#include <stdio.h>
+#endif
 
 #define CREDIT_INIT 10000000LL
 #define CREDIT_MIN (-CREDIT_INIT)
@@ -677,8 +680,8 @@ static int64_t runtime(const struct c2_runq *rqd, const struct vcpu *snext, int6
     return t > MAX_TIMER ? MAX_TIMER : t;
 }
 
-static struct vcpu *c2_schedule(struct host *h, struct pool *pool, int cpu, struct vcpu *prev,
-                                int64_t *tslice, bool *lazy)
+static struct vcpu *c2_schedule_(struct host *h, struct pool *pool, int cpu, struct vcpu *prev,
+                                 int64_t *tslice, bool *lazy)
 {
     struct c2_priv *p = pool->priv;
     int64_t now = h->now;
@@ -730,6 +733,27 @@ static struct vcpu *c2_schedule(struct host *h, struct pool *pool, int cpu, stru
     }
     *tslice = runtime(rqd, snext, now);
     return snext;
+}
+
+/* -DXNUMA_TRACE: one line per decision, as tests' scratch tracer prints them
+ * from the Python model: "c2 now cpu prev next tslice credit". */
+static struct vcpu *c2_schedule(struct host *h, struct pool *pool, int cpu, struct vcpu *prev,
+                                int64_t *tslice, bool *lazy)
+{
+    struct vcpu *next = c2_schedule_(h, pool, cpu, prev, tslice, lazy);
+#ifdef XNUMA_TRACE
+    fprintf(stderr, "c2 %lld %d ", (long long)h->now, cpu);
+    if (prev)
+        fprintf(stderr, "d%dv%d ", prev->domid, prev->vid);
+    else
+        fprintf(stderr, "- ");
+    if (next)
+        fprintf(stderr, "d%dv%d %lld %lld\n", next->domid, next->vid, (long long)*tslice,
+                (long long)C2(next)->credit);
+    else
+        fprintf(stderr, "- -1 0\n");
+#endif
+    return next;
 }
 
 /* -- hooks ------------------------------------------------------------------------ */
