@@ -1,4 +1,4 @@
-"""The native core's MT19937 and workload draws against Python's random and workload.py."""
+"""The native core module: its MT19937 and workload draws against Python's, its argument checks."""
 
 from __future__ import annotations
 
@@ -80,3 +80,63 @@ def test_workload_draws(w: Workload) -> None:
 def test_bad_state_is_refused() -> None:
     with pytest.raises(ValueError, match="state"):
         native._rng_draws((3, (1, 2), None), [("random",)])
+
+
+def test_host_refuses_bad_arguments() -> None:
+    state = random.Random(1).getstate()
+    with pytest.raises(ValueError, match="pCPU 2 is in no pool"):
+        native.Host([0, 0, 0], [1, 2, 4], [(0b11, "credit2", None)])
+    with pytest.raises(ValueError, match="unknown scheduler"):
+        native.Host([0], [1], [(1, "credit3", None)])
+    with pytest.raises(ValueError, match="credit1 needs its rng state"):
+        native.Host([0], [1], [(1, "credit1", None)])
+    with pytest.raises(ValueError, match="sib_mask"):
+        native.Host([0, 0], [1], [(3, "credit2", None)])
+    with pytest.raises(ValueError, match="pools"):
+        native.Host([0], [1], [(1 << native.MAX_CPUS, "credit2", None)])
+    h = native.Host([0, 0, 1, 1], [1, 2, 4, 8], [(0b1111, "credit2", None)])
+    d = h.add_domain(0, 1, 256)
+    with pytest.raises(ValueError, match="weight"):
+        h.add_domain(0, 2, 0)
+    with pytest.raises(ValueError, match="cpu"):
+        h.add_vcpu(d, 0, 0b1111, 0b1111, 4, 0, 0.0, 0.0, state)
+    with pytest.raises(ValueError, match="hard"):
+        h.add_vcpu(d, 0, -1, 0b1111, 0, 0, 0.0, 0.0, state)
+    with pytest.raises(ValueError, match="p1, p2"):
+        h.add_vcpu(d, 0, 0b1111, 0b1111, 0, 2, 0.0, 1.0, state)
+    with pytest.raises(ValueError, match="rng_state"):
+        h.add_vcpu(d, 0, 0b1111, 0b1111, 0, 0, 0.0, 0.0, (3, (), None))
+    with pytest.raises(ValueError, match="v: 0 is out of range"):
+        h.sleep(0, 1)  # no vCPU yet
+    v = h.add_vcpu(d, 0, 0b1111, 0b1111, 0, 0, 0.0, 0.0, state)
+    assert h.vcpu_view(v) == (2, False, h.vcpu_view(v)[2], 0)  # PAUSED, not run yet
+    h.run_until(1000)
+    with pytest.raises(ValueError, match="t: 999 is out of range"):
+        h.run_until(999)  # before now
+    h.remove_domain(d)
+    with pytest.raises(ValueError, match="removed"):
+        h.add_vcpu(d, 1, 0b1111, 0b1111, 0, 0, 0.0, 0.0, state)
+
+
+def test_host_runs_and_accounts_a_cpu_bound_vcpu() -> None:
+    """A credit2 host with one cpu-bound vCPU: it runs all the time once unpaused."""
+    h = native.Host([0, 0, 1, 1], [1, 2, 4, 8], [(0b1111, "credit2", None)], nnodes=3)
+    h.start()
+    d = h.add_domain(0, 5, 256)
+    v = h.add_vcpu(d, 0, 0b1111, 0b1111, 2, 0, 0.0, 0.0, random.Random(1).getstate())
+    h.run_until(1_000_000)
+    assert h.take_accounting() == (0, 1_000_000, [], (0, 0, 0))  # paused: nothing
+    h.wake(v, 2)
+    h.flush()
+    h.run_until(3_000_000)
+    pflags, running, cpu, run = h.vcpu_view(v)
+    assert (pflags, running, run) == (0, True, 2_000_000)
+    start, end, rows, busy = h.take_accounting()
+    node = 0 if cpu < 2 else 1
+    want_run = tuple(2_000_000 if n == node else 0 for n in range(3))
+    assert (start, end, busy) == (1_000_000, 3_000_000, want_run)
+    assert rows == [(5, 0, want_run, 2_000_000, 0, 0)]
+    h.sleep(v, 2)
+    h.flush()
+    assert h.vcpu_view(v)[:2] == (2, False)
+    assert h.events_run >= 0 and h.now == 3_000_000
