@@ -44,7 +44,7 @@ struct c1_priv {
     int nr_runnable[MAX_CPUS];
     int idle_bias[MAX_CPUS];
     int last_tickle[MAX_CPUS];
-    int balance_bias[MAX_CPUS]; /* per node */
+    int balance_bias[MAX_NODES];
     mask_t idlers;
     struct dom *sd_head, *sd_tail; /* active_sdom */
     int64_t weight;
@@ -732,7 +732,7 @@ static mask_t repick_candidates(struct c1_priv *p, mask_t busy)
     struct host *h = p->h;
     mask_t idle = p->idlers;
     mask_t todo = m_and(busy, m_or(p->queued, p->outside_soft));
-    int counts[MAX_CPUS];
+    int counts[MAX_NODES];
     int top = -1, second = 0, ntop = 0;
     for (int n = 0; n < h->nnodes; n++) {
         counts[n] = m_weight(m_and(idle, h->node_mask[n]));
