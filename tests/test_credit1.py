@@ -27,7 +27,8 @@ MS = 1_000_000
 
 def make(nodes: tuple[int, ...] = (2, 2), tpc: int = 1, seed: int = 0) -> SimHost:
     return SimHost(
-        HostSpec(nodes=tuple(NodeSpec(c, 4096) for c in nodes), threads_per_core=tpc, seed=seed)
+        HostSpec(nodes=tuple(NodeSpec(c, 4096) for c in nodes), threads_per_core=tpc, seed=seed),
+        core="python",  # these tests read the model's own objects
     )
 
 

@@ -24,7 +24,8 @@ def make(nodes: tuple[int, ...] = (2, 2), tpc: int = 1) -> SimHost:
         HostSpec(
             nodes=tuple(NodeSpec(c, 8192) for c in nodes), threads_per_core=tpc,
             scheduler="credit2",
-        )
+        ),
+        core="python",  # these tests read the model's own objects
     )
 
 

@@ -151,3 +151,24 @@ def test_the_lives_are_varied() -> None:
         kinds.update(f"pool {p.scheduler}" for p in spec.pools)
         kinds.add(f"tpc {spec.threads_per_core}")
     assert kinds >= {"credit1", "credit2", "pool credit1", "pool credit2", "tpc 1", "tpc 2"}
+
+
+def _dom0_twice(core: str) -> tuple[str, int]:
+    """dom0 destroyed and made again inside one accounting window: one row, the new one's."""
+    host = SimHost(HostSpec(nodes=(NodeSpec(2, 4096), NodeSpec(2, 4096)), seed=3), core=core)
+    digest = Digest()
+    dom0 = DomainSpec("Domain-0", 2, 512, is_dom0=True, memory_nodes=(0,))
+    host.create_domain(dom0)
+    host.create_domain(DomainSpec("g", 2, 512, workload=IoLike(300, 700)))
+    host.advance(10 * MS)
+    host.destroy(0)
+    host.create_domain(dom0)
+    host.advance(11 * MS)
+    digest.accounting(host.take_accounting())
+    host.advance(60 * MS)
+    digest.accounting(host.take_accounting())
+    return digest.final(host), host.events_run
+
+
+def test_native_core_matches_when_a_domid_comes_back_within_a_window() -> None:
+    assert _dom0_twice("native") == _dom0_twice("python")

@@ -79,7 +79,7 @@ class SimHost:
     built and the host fits it.
     """
 
-    def __init__(self, spec: HostSpec, *, core: str = "python") -> None:
+    def __init__(self, spec: HostSpec, *, core: str = "auto") -> None:
         _validate_host(spec)
         self.spec = spec
         topo = Topo(tuple(n.cpus for n in spec.nodes), spec.threads_per_core)

@@ -68,7 +68,8 @@ class NativeCore:
                      if kind == "credit1" else None)
             specs.append((pool.cpus, kind, state))
             self._pool_index[pool.name] = i
-        self._host = _native.Host(list(topo.node_of), list(topo.sib_mask), specs)
+        self._host = _native.Host(list(topo.node_of), list(topo.sib_mask), specs,
+                                  nnodes=topo.nnodes)
         self._handle: dict[Vcpu, int] = {}
         self._dom: dict[Domain, int] = {}
 
@@ -127,6 +128,8 @@ class NativeCore:
 
     def take_accounting(self) -> Accounting:
         start, end, rows, busy = self._host.take_accounting()
+        # Rows come in the Python core's visiting order, and a later row for the same
+        # (domid, vcpu) wins as there (a dom0 destroyed and made again in one window).
         vcpus = {(domid, vid): VcpuAccounting(tuple(run), demand, mig, xmig)
-                 for domid, vid, run, demand, mig, xmig in sorted(rows)}
-        return Accounting(start, end, vcpus, tuple(busy))
+                 for domid, vid, run, demand, mig, xmig in rows}
+        return Accounting(start, end, dict(sorted(vcpus.items())), tuple(busy))

@@ -27,7 +27,11 @@ static int mask_from_py(PyObject *o, mask_t *m, const char *what) {
         return -1;
     }
     unsigned char buf[MASK_WORDS * 8];
+#if PY_VERSION_HEX >= 0x030D0000 /* 3.13 added with_exceptions */
+    if (_PyLong_AsByteArray((PyLongObject *)o, buf, sizeof buf, 1, 0, 1) < 0) {
+#else
     if (_PyLong_AsByteArray((PyLongObject *)o, buf, sizeof buf, 1, 0) < 0) {
+#endif
         PyErr_Clear();
         PyErr_Format(PyExc_ValueError, "%s: a pCPU mask has bits beyond pCPU %d", what,
                      MAX_CPUS - 1);
