@@ -208,3 +208,17 @@ def test_missing_scipy_is_a_clear_usage_error(
     monkeypatch.setitem(sys.modules, "scipy.optimize", None)
     assert xnuma(["sim", str(small)]) == 2
     assert "need scipy, an optional extra: pip install 'xnuma[sim]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [[], ["--scheduler", "credit2"], ["--agent"]])
+def test_both_cores_print_the_same_bytes(
+    extra: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--core python runs the model as written, --core native its C port: same output."""
+    outs = []
+    for core in ("python", "native"):
+        argv = ["sim", "seed-abc", "--json", "--duration", "12", "--core", core, *extra]
+        assert xnuma(argv) == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1]
+    assert json.loads(outs[0])["duration_s"] == 12.0

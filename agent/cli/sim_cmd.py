@@ -55,6 +55,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="run every cpupool under this scheduler")
     parser.add_argument("--agent", action="store_true",
                         help="run the xnuma agent beside the host (in simulated time)")
+    parser.add_argument("--core", choices=("auto", "python", "native"), default="auto",
+                        help="the simulator core: the Python model, its C port (same results, "
+                        "faster), or auto (native when built; the default)")
     parser.add_argument("--audit-log", metavar="FILE",
                         help="with --agent: write the agent's audit log to FILE")
     parser.set_defaults(func=run)
@@ -97,14 +100,14 @@ def run(args: argparse.Namespace) -> int:
             from agent.daemon.simhost import AgentSetupError, run_virtual
 
             try:
-                result = run_virtual(scenario, audit_log=args.audit_log).result
+                result = run_virtual(scenario, audit_log=args.audit_log, core=args.core).result
             except AgentSetupError as exc:
                 _error(str(exc))
                 return EXIT_USAGE
         else:
             from agent.daemon.simhost import run_without_agent
 
-            result = run_without_agent(scenario)
+            result = run_without_agent(scenario, core=args.core)
     except SimError as exc:  # the host refuses the scenario (e.g. not enough memory)
         _error(f"{scenario.source}: {exc}")
         return EXIT_USAGE

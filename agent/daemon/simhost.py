@@ -10,6 +10,7 @@ host would (``xnuma run --backend sim``).
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -146,18 +147,24 @@ def backend_tally(toolstack: SimToolstack, host: Host) -> BackendTally | None:
     return BackendTally(sum(p.on_home for p in placements), len(placements))
 
 
-def run_without_agent(scenario: Scenario) -> RunResult:
+def host_on(core: str) -> Callable[[HostSpec], SimHost]:
+    """A host factory for one simulator core: "auto", "python" or "native"."""
+    return functools.partial(SimHost, core=core)
+
+
+def run_without_agent(scenario: Scenario, *, core: str = "auto") -> RunResult:
     """The scenario alone, its guests built by the simulated toolstack (so that
     their dom0 backend threads exist, unplaced, as the agent would find them)."""
     toolstack = SimToolstack.for_host(scenario.host)
-    runner = Runner(scenario, listeners=[toolstack])
+    runner = Runner(scenario, host_on(core), listeners=[toolstack])
     result = runner.run()
     result.backends = backend_tally(toolstack, runner.host)
     return result
 
 
 def run_virtual(
-    scenario: Scenario, *, audit_log: str | None = None, **overrides: object
+    scenario: Scenario, *, audit_log: str | None = None, core: str = "auto",
+    **overrides: object,
 ) -> AgentRun:
     """``run_with_agent`` in virtual time, with a scratch journal. Raises
     ``AgentSetupError`` when the rules or the audit log cannot be used."""
@@ -166,7 +173,8 @@ def run_virtual(
 
         async def main() -> AgentRun:
             # Records carry the simulated time (MockClock starts at 0 with the run).
-            return await run_with_agent(scenario, config, clock=trio.current_time)
+            return await run_with_agent(scenario, config, clock=trio.current_time,
+                                        host_factory=host_on(core))
 
         try:
             return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
