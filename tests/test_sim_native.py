@@ -16,6 +16,7 @@ import random
 import pytest
 from test_sim_golden import Digest
 
+from agent.sim.credit2 import Credit2
 from agent.sim.engine import SimError, SimHost
 from agent.sim.spec import (
     Bursty,
@@ -43,10 +44,11 @@ def _workload(rng: random.Random) -> Workload:
     return Idle()
 
 
-def _host_spec(rng: random.Random) -> HostSpec:
+def _host_spec(rng: random.Random, big: bool = False) -> HostSpec:
     nnodes = rng.choice((1, 2, 2, 3, 4))
     tpc = rng.choice((1, 2))
-    per_node = tpc * rng.choice((1, 2, 3, 4))
+    # Big: sockets of up to 40 pCPUs, which credit2 splits into several runqueues.
+    per_node = tpc * rng.choice((9, 12, 17, 20) if big else (1, 2, 3, 4))
     ncpus = nnodes * per_node
     pools: tuple[PoolSpec, ...] = ()
     if ncpus >= 4 and rng.random() < 0.4:  # a second cpupool: the last node, or some pCPUs
@@ -61,7 +63,7 @@ def _host_spec(rng: random.Random) -> HostSpec:
     )
 
 
-def _domain(rng: random.Random, name: str, spec: HostSpec) -> DomainSpec:
+def _domain(rng: random.Random, name: str, spec: HostSpec, big: bool = False) -> DomainSpec:
     ncpus = sum(n.cpus for n in spec.nodes)
     pool = "Pool-0"
     cpus = list(range(ncpus))
@@ -70,7 +72,7 @@ def _domain(rng: random.Random, name: str, spec: HostSpec) -> DomainSpec:
         cpus = sorted(spec.pools[0].cpus)
     elif spec.pools:
         cpus = [c for c in cpus if c not in spec.pools[0].cpus]
-    vcpus = rng.choice((1, 1, 2, 3, 4))
+    vcpus = rng.choice((1, 2, 4, 8, 16) if big else (1, 1, 2, 3, 4))
     kw: dict[str, object] = {}
     u = rng.random()
     if u < 0.15:
@@ -86,22 +88,23 @@ def _domain(rng: random.Random, name: str, spec: HostSpec) -> DomainSpec:
                       weight=rng.choice((64, 256, 256, 512, 1000)), **kw)  # type: ignore[arg-type]
 
 
-def _life(core: str, seed: int) -> tuple[str, int]:
+def _life(core: str, seed: int, big: bool = False) -> tuple[str, int]:
     """One random host's life on ``core``: (digest of everything seen, events run)."""
-    rng = random.Random(f"native-diff:{seed}")
-    spec = _host_spec(rng)
+    rng = random.Random(f"native-diff:{seed}:{'big' if big else ''}")
+    spec = _host_spec(rng, big)
     host = SimHost(spec, core=core)
     ncpus = sum(n.cpus for n in spec.nodes)
     digest = Digest()
     names = 0
-    for _ in range(rng.randint(1, 6)):
+    for _ in range(rng.randint(2, 14) if big else rng.randint(1, 6)):
         names += 1
         # (refused for memory or a pin outside the pool: the same refusal on both cores)
         with contextlib.suppress(SimError):
-            host.create_domain(_domain(rng, f"d{names}", spec), paused=rng.random() < 0.1)
+            host.create_domain(_domain(rng, f"d{names}", spec, big), paused=rng.random() < 0.1)
     t = 0
     for _ in range(rng.randint(5, 25)):
-        t += rng.choice((1, 3, 10, 40, 100)) * MS + rng.randrange(MS)
+        t += rng.choice((1, 3, 10, 40, 100, 400) if big else (1, 3, 10, 40, 100)) * MS
+        t += rng.randrange(MS)
         host.advance(t)
         digest.accounting(host.take_accounting())
         domids = [d for d in sorted(host.domains) if not host.domains[d].shutdown]
@@ -109,7 +112,7 @@ def _life(core: str, seed: int) -> tuple[str, int]:
         if not domids or op < 0.12:
             names += 1
             with contextlib.suppress(SimError):
-                host.create_domain(_domain(rng, f"d{names}", spec))
+                host.create_domain(_domain(rng, f"d{names}", spec, big))
             continue
         domid = rng.choice(domids)
         nv = len(host.domains[domid].vcpus)
@@ -142,15 +145,28 @@ def test_native_core_matches_the_python_core(seed: int) -> None:
     assert _life("native", seed) == _life("python", seed)
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_native_core_matches_on_big_sockets(seed: int) -> None:
+    """Sockets credit2 splits into several runqueues, balanced by balance_load."""
+    assert _life("native", seed, big=True) == _life("python", seed, big=True)
+
+
 def test_the_lives_are_varied() -> None:
     """The random lives reach both schedulers, cpupools, SMT and every operation."""
     kinds = set()
     for seed in range(60):
-        spec = _host_spec(random.Random(f"native-diff:{seed}"))
+        spec = _host_spec(random.Random(f"native-diff:{seed}:"))
         kinds.add(spec.scheduler)
         kinds.update(f"pool {p.scheduler}" for p in spec.pools)
         kinds.add(f"tpc {spec.threads_per_core}")
     assert kinds >= {"credit1", "credit2", "pool credit1", "pool credit2", "tpc 1", "tpc 2"}
+    split = 0  # big lives whose credit2 splits a socket into several runqueues
+    for seed in range(12):
+        spec = _host_spec(random.Random(f"native-diff:{seed}:big"), big=True)
+        sched = SimHost(spec, core="python").scheduler_of()
+        if isinstance(sched, Credit2) and len(sched.runqueues()) > len(spec.nodes):
+            split += 1
+    assert split >= 3
 
 
 def _dom0_twice(core: str) -> tuple[str, int]:
