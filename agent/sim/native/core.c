@@ -315,13 +315,7 @@ static void demand_begin(struct host *h, struct vcpu *v) {
     v->demand_start = h->now;
     if (v->demanding) return; /* dict assignment: keeps its place */
     v->demanding = true;
-    v->dem_next = NULL;
-    v->dem_prev = h->dem_tail;
-    if (h->dem_tail)
-        h->dem_tail->dem_next = v;
-    else
-        h->dem_head = v;
-    h->dem_tail = v;
+    list_add_tail(&v->demand_elem, &h->demanding);
 }
 
 static void demand_end(struct host *h, struct vcpu *v) {
@@ -332,15 +326,7 @@ static void demand_end(struct host *h, struct vcpu *v) {
         return;
     }
     v->demanding = false;
-    if (v->dem_prev)
-        v->dem_prev->dem_next = v->dem_next;
-    else
-        h->dem_head = v->dem_next;
-    if (v->dem_next)
-        v->dem_next->dem_prev = v->dem_prev;
-    else
-        h->dem_tail = v->dem_prev;
-    v->dem_prev = v->dem_next = NULL;
+    list_del(&v->demand_elem);
     touch(h, v);
 }
 
@@ -563,14 +549,15 @@ int host_take_accounting(struct host *h, int64_t *start, int64_t *end, int64_t *
     int64_t now = h->now;
     int nnodes = h->nnodes;
     int rc = 0;
-    for (struct vcpu *v = h->dem_head; v; v = v->dem_next) {
+    struct vcpu *v;
+    list_for_each_entry(v, &h->demanding, demand_elem) {
         if (!v->touched) {
             touch(h, v);
             if (h->nomem) return -1;
         }
     }
     for (size_t i = 0; i < h->ntouched; i++) {
-        struct vcpu *v = h->touched[i];
+        v = h->touched[i];
         v->touched = false;
         int64_t s = v->run_start;
         if (s >= 0) {
@@ -671,6 +658,7 @@ const struct sched_ops none_ops = {
 
 struct host *host_new(void) {
     struct host *h = calloc(1, sizeof *h);
+    if (h) INIT_LIST_HEAD(&h->demanding);
     return h;
 }
 

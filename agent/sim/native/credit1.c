@@ -39,14 +39,13 @@ struct c1_priv {
     struct pool *pool;
     mask_t cpus;
     int64_t migr_delay;
-    struct vcpu *rq_head[MAX_CPUS];
-    struct vcpu *rq_tail[MAX_CPUS];
+    struct list_head runq[MAX_CPUS]; /* c1_vcpu.runq_elem, highest priority first */
     int nr_runnable[MAX_CPUS];
     int idle_bias[MAX_CPUS];
     int last_tickle[MAX_CPUS];
     int balance_bias[MAX_NODES];
     mask_t idlers;
-    struct dom *sd_head, *sd_tail; /* active_sdom */
+    struct list_head active_sdom; /* c1_dom.sdom_elem, insertion ordered */
     int64_t weight;
     int64_t credit;
     int64_t credit_balance;
@@ -171,28 +170,10 @@ static void arm_lazy_over(struct c1_priv *p)
 static void runq_insert(struct c1_priv *p, int cpu, struct vcpu *v)
 {
     int pri = v->c1.pri;
-    struct vcpu *it = p->rq_head[cpu];
-    while (it && it->c1.pri >= pri)
-        it = it->c1.rq_next;
-    if (it) { /* before it */
-        struct vcpu *pv = it->c1.rq_prev;
-        v->c1.rq_prev = pv;
-        v->c1.rq_next = it;
-        it->c1.rq_prev = v;
-        if (pv)
-            pv->c1.rq_next = v;
-        else
-            p->rq_head[cpu] = v;
-    } else { /* at the tail */
-        struct vcpu *t = p->rq_tail[cpu];
-        v->c1.rq_prev = t;
-        v->c1.rq_next = NULL;
-        if (t)
-            t->c1.rq_next = v;
-        else
-            p->rq_head[cpu] = v;
-        p->rq_tail[cpu] = v;
-    }
+    struct list_head *pos = p->runq[cpu].next;
+    while (pos != &p->runq[cpu] && list_entry(pos, struct vcpu, c1.runq_elem)->c1.pri >= pri)
+        pos = pos->next;
+    list_add_before(&v->c1.runq_elem, pos); /* at the tail if pos is the head */
     v->c1.on_runq = true;
     m_set(&p->queued, cpu);
     p->nq++;
@@ -208,26 +189,12 @@ static void runq_insert(struct c1_priv *p, int cpu, struct vcpu *v)
     }
 }
 
-static void rq_unlink(struct c1_priv *p, int cpu, struct vcpu *v)
-{
-    struct vcpu *pv = v->c1.rq_prev, *nx = v->c1.rq_next;
-    if (pv)
-        pv->c1.rq_next = nx;
-    else
-        p->rq_head[cpu] = nx;
-    if (nx)
-        nx->c1.rq_prev = pv;
-    else
-        p->rq_tail[cpu] = pv;
-    v->c1.rq_prev = v->c1.rq_next = NULL;
-}
-
 /* __runq_remove */
 static void runq_remove(struct c1_priv *p, int cpu, struct vcpu *v)
 {
-    rq_unlink(p, cpu, v);
+    list_del(&v->c1.runq_elem);
     v->c1.on_runq = false;
-    if (!p->rq_head[cpu])
+    if (list_empty(&p->runq[cpu]))
         m_clr(&p->queued, cpu);
     p->nq--;
     if (v->c1.pri >= PRI_UNDER)
@@ -236,49 +203,18 @@ static void runq_remove(struct c1_priv *p, int cpu, struct vcpu *v)
 
 /* -- active lists ----------------------------------------------------------------------- */
 
-static void sd_append(struct c1_priv *p, struct dom *d)
-{
-    d->c1.sd_prev = p->sd_tail;
-    d->c1.sd_next = NULL;
-    if (p->sd_tail)
-        p->sd_tail->c1.sd_next = d;
-    else
-        p->sd_head = d;
-    p->sd_tail = d;
-    d->c1.in_active_sdom = true;
-}
-
-static void sd_unlink(struct c1_priv *p, struct dom *d)
-{
-    struct dom *pv = d->c1.sd_prev, *nx = d->c1.sd_next;
-    if (pv)
-        pv->c1.sd_next = nx;
-    else
-        p->sd_head = nx;
-    if (nx)
-        nx->c1.sd_prev = pv;
-    else
-        p->sd_tail = pv;
-    d->c1.sd_prev = d->c1.sd_next = NULL;
-    d->c1.in_active_sdom = false;
-}
-
 /* __csched_unit_acct_start */
 static void acct_start(struct c1_priv *p, struct vcpu *v)
 {
     struct c1_dom *sd = &v->dom->c1;
     v->c1.active = true;
-    v->c1.act_prev = sd->act_tail;
-    v->c1.act_next = NULL;
-    if (sd->act_tail)
-        sd->act_tail->c1.act_next = v;
-    else
-        sd->act_head = v;
-    sd->act_tail = v;
+    list_add_tail(&v->c1.active_elem, &sd->active);
     sd->n_active++;
     p->weight += sd->weight;
-    if (!sd->in_active_sdom)
-        sd_append(p, v->dom);
+    if (!sd->in_active_sdom) {
+        sd->in_active_sdom = true;
+        list_add_tail(&sd->sdom_elem, &p->active_sdom);
+    }
 }
 
 /* __csched_unit_acct_stop_locked */
@@ -286,20 +222,13 @@ static void acct_stop(struct c1_priv *p, struct vcpu *v)
 {
     struct c1_dom *sd = &v->dom->c1;
     v->c1.active = false;
-    struct vcpu *pv = v->c1.act_prev, *nx = v->c1.act_next;
-    if (pv)
-        pv->c1.act_next = nx;
-    else
-        sd->act_head = nx;
-    if (nx)
-        nx->c1.act_prev = pv;
-    else
-        sd->act_tail = pv;
-    v->c1.act_prev = v->c1.act_next = NULL;
+    list_del(&v->c1.active_elem);
     sd->n_active--;
     p->weight -= sd->weight;
-    if (!sd->n_active)
-        sd_unlink(p, v->dom);
+    if (!sd->n_active) {
+        sd->in_active_sdom = false;
+        list_del(&sd->sdom_elem);
+    }
 }
 
 /* -- credits ------------------------------------------------------------------------------ */
@@ -343,7 +272,7 @@ static int cpu_pick(struct c1_priv *p, struct vcpu *v, bool commit)
             return vcpu_cpu;
         }
         idlers = p->idlers;
-        if (cpu == vcpu_cpu && !p->rq_head[cpu])
+        if (cpu == vcpu_cpu && list_empty(&p->runq[cpu]))
             m_set(&idlers, cpu); /* discount the vCPU itself: is_runq_idle() */
         cpus = m_and(cpus, idlers);
         if (!m_test(&cpus, cpu) && !m_empty(cpus))
@@ -436,7 +365,8 @@ static struct vcpu *runq_steal(struct c1_priv *p, int peer, int cpu, int pri, in
     struct host *h = p->h;
     if (!h->cur[peer])
         return NULL; /* an idle peer is about to take its own work */
-    for (struct vcpu *v = p->rq_head[peer]; v; v = v->c1.rq_next) {
+    struct vcpu *v;
+    list_for_each_entry(v, &p->runq[peer], c1.runq_elem) {
         if (v->c1.pri <= pri)
             break;
         if (v->is_running)
@@ -522,7 +452,9 @@ static struct vcpu *c1_schedule(struct host *h, struct pool *pool, int cpu, stru
         else
             nr_dec(p, cpu);
     }
-    struct vcpu *snext = p->rq_head[cpu];
+    struct vcpu *snext = list_empty(&p->runq[cpu])
+                             ? NULL
+                             : list_first_entry(&p->runq[cpu], struct vcpu, c1.runq_elem);
     int pri = snext ? snext->c1.pri : PRI_IDLE;
     if (pri > PRI_OVER) {
         runq_remove(p, cpu, snext);
@@ -565,7 +497,7 @@ static struct vcpu *c1_schedule(struct host *h, struct pool *pool, int cpu, stru
     *tslice = TSLICE_NS;
     /* A lone vCPU's slice end changes nothing unless a peer has queued work
      * it could steal (only if OVER) or someone queues here: defer it. */
-    if (!p->rq_head[cpu] && (snext->c1.pri != PRI_OVER || !p->nq_hi)) {
+    if (list_empty(&p->runq[cpu]) && (snext->c1.pri != PRI_OVER || !p->nq_hi)) {
         m_set(&p->lazy, cpu);
         if (snext->c1.pri == PRI_OVER)
             m_set(&p->lazy_over, cpu);
@@ -603,10 +535,9 @@ static void acct_timer(struct host *h, void *a, int64_t b)
     int64_t credit_balance = 0;
     bool credit_xtra = false;
     int64_t prev_balance = p->credit_balance;
-    struct dom *sdom_prev;
-    for (struct dom *d = p->sd_tail; d; d = sdom_prev) {
-        sdom_prev = d->c1.sd_prev; /* list(reversed(...)): the visit moves or drops only d */
-        struct c1_dom *sd = &d->c1;
+    struct c1_dom *sd, *sd_prev;
+    /* list(reversed(active_sdom)): the visit moves or drops only sd itself */
+    list_for_each_entry_safe_reverse(sd, sd_prev, &p->active_sdom, sdom_elem) {
         int64_t n_act = sd->n_active;
         weight_left -= (__int128)sd->weight * n_act;
         __int128 credit_peak = (__int128)n_act * CREDITS_PER_TSLICE;
@@ -624,14 +555,15 @@ static void acct_timer(struct host *h, void *a, int64_t b)
                     (credit_fair - credit_peak) * weight_total + weight_left - 1, weight_left);
             if (credit_xtra) {
                 /* Keep domains with extra credits at the head of the queue. */
-                sd_unlink(p, d);
-                sd_append(p, d);
+                list_del(&sd->sdom_elem);
+                list_add_tail(&sd->sdom_elem, &p->active_sdom);
             }
             credit_fair = credit_peak;
         }
         credit_fair = floordiv128(credit_fair + n_act - 1, n_act);
         bool any_stopped = false;
-        for (struct vcpu *v = sd->act_head; v; v = v->c1.act_next) {
+        struct vcpu *v, *nx;
+        list_for_each_entry(v, &sd->active, c1.active_elem) {
             int64_t credit = v->c1.credit + (int64_t)credit_fair;
             bool old_hi = v->c1.pri >= PRI_UNDER;
             if (credit < 0) {
@@ -674,9 +606,7 @@ static void acct_timer(struct host *h, void *a, int64_t b)
             }
         }
         if (any_stopped) {
-            struct vcpu *nx;
-            for (struct vcpu *v = sd->act_head; v; v = nx) {
-                nx = v->c1.act_next;
+            list_for_each_entry_safe(v, nx, &sd->active, c1.active_elem) {
                 if (v->c1.flags & F_STOPPED) {
                     v->c1.flags &= ~F_STOPPED;
                     acct_stop(p, v);
@@ -695,34 +625,18 @@ static void sort_runqs(struct c1_priv *p)
 {
     mask_t m = p->queued;
     for (int c = m_next(&m, 0); c >= 0; c = m_next(&m, c + 1)) {
-        struct vcpu *v = p->rq_head[c];
-        if (!v || !v->c1.rq_next)
-            continue;
-        struct vcpu *hi_h = NULL, *hi_t = NULL, *lo_h = NULL, *lo_t = NULL, *nx;
-        for (; v; v = nx) {
-            nx = v->c1.rq_next;
-            struct vcpu **hd, **tl;
-            if (v->c1.pri >= PRI_UNDER) {
-                hd = &hi_h;
-                tl = &hi_t;
-            } else {
-                hd = &lo_h;
-                tl = &lo_t;
+        /* Xen's loop: each UNDER one moves up to just after the last UNDER one. */
+        struct list_head *last_under = &p->runq[c];
+        struct vcpu *v, *nx;
+        list_for_each_entry_safe(v, nx, &p->runq[c], c1.runq_elem) {
+            if (v->c1.pri < PRI_UNDER)
+                continue;
+            if (v->c1.runq_elem.prev != last_under) {
+                list_del(&v->c1.runq_elem);
+                list_add(&v->c1.runq_elem, last_under);
             }
-            v->c1.rq_prev = *tl;
-            v->c1.rq_next = NULL;
-            if (*tl)
-                (*tl)->c1.rq_next = v;
-            else
-                *hd = v;
-            *tl = v;
+            last_under = &v->c1.runq_elem;
         }
-        if (hi_t && lo_h) {
-            hi_t->c1.rq_next = lo_h;
-            lo_h->c1.rq_prev = hi_t;
-        }
-        p->rq_head[c] = hi_h ? hi_h : lo_h;
-        p->rq_tail[c] = lo_t ? lo_t : hi_t;
     }
 }
 
@@ -874,6 +788,7 @@ static void c1_insert(struct host *h, struct pool *pool, struct vcpu *v)
     struct dom *d = v->dom;
     if (!d->c1.present) {
         memset(&d->c1, 0, sizeof d->c1);
+        INIT_LIST_HEAD(&d->c1.active);
         d->c1.present = true;
         d->c1.weight = d->weight;
     }
@@ -948,6 +863,9 @@ static int c1_init(struct host *h, struct pool *pool)
     p->h = h;
     p->pool = pool;
     p->cpus = pool->cpus;
+    for (int c = 0; c < MAX_CPUS; c++)
+        INIT_LIST_HEAD(&p->runq[c]);
+    INIT_LIST_HEAD(&p->active_sdom);
     p->migr_delay = 0; /* vcpu_migration_delay: the engine never sets it */
     for (int c = 0; c < h->ncpus; c++) {
         p->idle_bias[c] = h->ncpus - 1;

@@ -26,10 +26,8 @@ struct c1_vcpu {
     int flags;            /* C1_F_* */
     bool active;          /* on its SDom's active list */
     bool on_runq;
-    /* runq[cpu] (a Python list ordered by priority): neighbours on it */
-    struct vcpu *rq_prev, *rq_next;
-    /* SDom.active (an insertion-ordered dict): neighbours on it */
-    struct vcpu *act_prev, *act_next;
+    struct list_head runq_elem;    /* its link on runq[cpu] (ordered by priority) */
+    struct list_head active_elem;  /* its link on SDom.active (insertion ordered) */
 };
 
 /* struct csched_dom (credit1.py SDom), embedded in struct dom. */
@@ -38,9 +36,8 @@ struct c1_dom {
     bool in_active_sdom;  /* a key of Credit1.active_sdom */
     int64_t weight;       /* fixed when the SDom is made (csched_alloc_domdata) */
     int n_active;         /* len(SDom.active) */
-    struct vcpu *act_head, *act_tail;
-    /* Credit1.active_sdom (an insertion-ordered dict): neighbours on it */
-    struct dom *sd_prev, *sd_next;
+    struct list_head active;       /* SDom.active: c1_vcpu.active_elem */
+    struct list_head sdom_elem;    /* its link on Credit1.active_sdom (insertion ordered) */
 };
 
 /* The per-pool private state (Credit1's attributes) is struct c1_priv, private

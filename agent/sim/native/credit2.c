@@ -67,6 +67,8 @@ static void runq_init(struct c2_runq *rqd, int rid, int cpu)
 {
     memset(rqd, 0, sizeof *rqd);
     rqd->id = rid;
+    INIT_LIST_HEAD(&rqd->runq);
+    INIT_LIST_HEAD(&rqd->svc);
     rqd->max_weight = 1;
     rqd->pick_bias = cpu;
 }
@@ -178,9 +180,10 @@ static void update_max_weight(struct c2_runq *rqd, int64_t new_weight, int64_t o
         rqd->max_weight = new_weight;
     } else if (old_weight == rqd->max_weight) {
         int64_t m = 1;
-        for (struct vcpu *s = rqd->svc_head; s; s = C2(s)->svc_next)
-            if (s->dom->weight > m)
-                m = s->dom->weight;
+        struct vcpu *v;
+        list_for_each_entry(v, &rqd->svc, c2.svc_elem)
+            if (v->dom->weight > m)
+                m = v->dom->weight;
         rqd->max_weight = m;
     }
 }
@@ -189,13 +192,7 @@ static void assign(struct vcpu *v, struct c2_runq *rqd)
 {
     struct c2_vcpu *s = C2(v);
     s->rqd = rqd;
-    s->svc_next = NULL;
-    s->svc_prev = rqd->svc_tail;
-    if (rqd->svc_tail)
-        C2(rqd->svc_tail)->svc_next = v;
-    else
-        rqd->svc_head = v;
-    rqd->svc_tail = v;
+    list_add_tail(&s->svc_elem, &rqd->svc);
     update_max_weight(rqd, v->dom->weight, 0);
     rqd->b_avgload += s->avgload;
 }
@@ -204,15 +201,7 @@ static void deassign(struct vcpu *v)
 {
     struct c2_vcpu *s = C2(v);
     struct c2_runq *rqd = s->rqd;
-    if (s->svc_prev)
-        C2(s->svc_prev)->svc_next = s->svc_next;
-    else
-        rqd->svc_head = s->svc_next;
-    if (s->svc_next)
-        C2(s->svc_next)->svc_prev = s->svc_prev;
-    else
-        rqd->svc_tail = s->svc_prev;
-    s->svc_prev = s->svc_next = NULL;
+    list_del(&s->svc_elem);
     update_max_weight(rqd, 0, v->dom->weight);
     int64_t b = rqd->b_avgload - s->avgload;
     rqd->b_avgload = b > 0 ? b : 0;
@@ -225,41 +214,23 @@ static void runq_insert(struct c2_priv *p, struct vcpu *v)
     struct c2_runq *rq = p->rqd_of[v->cpu];
     struct c2_vcpu *s = C2(v);
     int64_t credit = s->credit;
-    struct vcpu *at = rq->rq_head;
-    while (at && C2(at)->credit >= credit)
-        at = C2(at)->rq_next;
-    /* insert before `at` (at the tail if NULL) */
-    s->rq_next = at;
-    if (at) {
-        s->rq_prev = C2(at)->rq_prev;
-        C2(at)->rq_prev = v;
-    } else {
-        s->rq_prev = rq->rq_tail;
-        rq->rq_tail = v;
-    }
-    if (s->rq_prev)
-        C2(s->rq_prev)->rq_next = v;
-    else
-        rq->rq_head = v;
-    s->rq_of = rq;
+    struct list_head *pos = rq->runq.next;
+    while (pos != &rq->runq && list_entry(pos, struct vcpu, c2.runq_elem)->c2.credit >= credit)
+        pos = pos->next;
+    list_add_before(&s->runq_elem, pos); /* at the tail if pos is the head */
     s->on_runq = true;
+}
+
+/* rqd.runq[0], or NULL if empty */
+static inline struct vcpu *runq_head(const struct c2_runq *rqd)
+{
+    return list_empty(&rqd->runq) ? NULL : list_first_entry(&rqd->runq, struct vcpu, c2.runq_elem);
 }
 
 static void runq_remove(struct vcpu *v)
 {
-    struct c2_vcpu *s = C2(v);
-    struct c2_runq *rq = s->rq_of;
-    if (s->rq_prev)
-        C2(s->rq_prev)->rq_next = s->rq_next;
-    else
-        rq->rq_head = s->rq_next;
-    if (s->rq_next)
-        C2(s->rq_next)->rq_prev = s->rq_prev;
-    else
-        rq->rq_tail = s->rq_prev;
-    s->rq_prev = s->rq_next = NULL;
-    s->rq_of = NULL;
-    s->on_runq = false;
+    list_del(&C2(v)->runq_elem);
+    C2(v)->on_runq = false;
 }
 
 /* -- credits -------------------------------------------------------------------- */
@@ -299,7 +270,8 @@ static void reset_credit(struct c2_priv *p, struct c2_runq *rqd, int64_t now, st
         reset += CREDIT_INIT;
     struct vcpu **cur = p->h->cur;
     const int64_t top = CREDIT_INIT + CARRYOVER_MAX;
-    for (struct vcpu *v = rqd->svc_head; v; v = C2(v)->svc_next) {
+    struct vcpu *v;
+    list_for_each_entry(v, &rqd->svc, c2.svc_elem) {
         struct c2_vcpu *s = C2(v);
         if (cur[v->cpu] == v)
             burn(rqd, v, now);
@@ -577,12 +549,13 @@ static void balance_load(struct c2_priv *p, int cpu, int64_t now)
     struct vcpu *best_push = NULL, *best_pull = NULL;
     int64_t l0 = lrqd->b_avgload, o0 = orqd->b_avgload;
     bool inner_updated = false;
-    for (struct vcpu *push = lrqd->svc_head; push; push = C2(push)->svc_next) {
+    struct vcpu *push, *pull;
+    list_for_each_entry(push, &lrqd->svc, c2.svc_elem) {
         update_svc_load(push, 0, now);
         if (!migrateable(push, orqd))
             continue;
         int64_t pa = C2(push)->avgload;
-        for (struct vcpu *pull = orqd->svc_head; pull; pull = C2(pull)->svc_next) {
+        list_for_each_entry(pull, &orqd->svc, c2.svc_elem) {
             if (!inner_updated)
                 update_svc_load(pull, 0, now);
             if (!migrateable(pull, lrqd))
@@ -603,7 +576,7 @@ static void balance_load(struct c2_priv *p, int cpu, int64_t now)
             best_pull = NULL;
         }
     }
-    for (struct vcpu *pull = orqd->svc_head; pull; pull = C2(pull)->svc_next) {
+    list_for_each_entry(pull, &orqd->svc, c2.svc_elem) {
         if (!migrateable(pull, lrqd))
             continue;
         int64_t qa = C2(pull)->avgload;
@@ -641,7 +614,8 @@ static struct vcpu *runq_candidate(struct c2_runq *rqd, struct vcpu *scurr, int 
     }
     int64_t snext_credit = snext == NULL ? IDLE_CREDIT : C2(snext)->credit;
     const mask_t *tickled = &rqd->tickled;
-    for (struct vcpu *v = rqd->rq_head; v; v = C2(v)->rq_next) {
+    struct vcpu *v;
+    list_for_each_entry(v, &rqd->runq, c2.runq_elem) {
         struct c2_vcpu *s = C2(v);
         if (s->credit <= snext_credit)
             break;
@@ -669,7 +643,7 @@ static int64_t runtime(const struct c2_runq *rqd, const struct vcpu *snext, int6
     if (ratelimit_min > min_time)
         min_time = ratelimit_min;
     int64_t rt_credit = C2(snext)->credit;
-    const struct vcpu *head = rqd->rq_head;
+    const struct vcpu *head = runq_head(rqd);
     if (head && C2(head)->credit > 0)
         rt_credit = C2(snext)->credit - C2(head)->credit;
     int64_t t = 0;
@@ -719,7 +693,7 @@ static struct vcpu *c2_schedule_(struct host *h, struct pool *pool, int cpu, str
         if (mask_subset(sibs, &rqd->smt_idle))
             rqd->smt_idle = mask_andnot(&rqd->smt_idle, sibs);
     }
-    struct vcpu *head = rqd->rq_head;
+    struct vcpu *head = runq_head(rqd);
     int64_t top = (head == NULL || s->credit > C2(head)->credit) ? s->credit : C2(head)->credit;
     if (top <= 0) {
         reset_credit(p, rqd, now, snext);

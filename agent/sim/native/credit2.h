@@ -37,11 +37,8 @@ struct c2_vcpu {
     bool on_runq;
     struct c2_runq *rqd;          /* the runqueue it is assigned to, or NULL */
     struct c2_runq *migrate_rqd;  /* where a RUNQ_MIGRATE_REQUEST sends it */
-    /* Runq.runq (a list ordered by credit): neighbours on it, and which one */
-    struct vcpu *rq_prev, *rq_next;
-    struct c2_runq *rq_of;
-    /* Runq.svc (an insertion-ordered dict): neighbours on it */
-    struct vcpu *svc_prev, *svc_next;
+    struct list_head runq_elem;   /* its link on Runq.runq (ordered by credit) */
+    struct list_head svc_elem;    /* its link on Runq.svc (insertion ordered) */
 };
 
 /* struct csched2_runqueue_data (credit2.py Runq). */
@@ -59,8 +56,8 @@ struct c2_runq {
     mask_t idle;
     mask_t tickled;
     mask_t smt_idle;
-    struct vcpu *rq_head, *rq_tail;    /* Runq.runq, highest credit first */
-    struct vcpu *svc_head, *svc_tail;  /* Runq.svc, in insertion order */
+    struct list_head runq;  /* Runq.runq: c2_vcpu.runq_elem, highest credit first */
+    struct list_head svc;   /* Runq.svc: c2_vcpu.svc_elem, in insertion order */
 };
 
 /* The per-pool private state (Credit2's attributes); pool->priv points at it. */

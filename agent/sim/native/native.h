@@ -181,6 +181,61 @@ static inline int64_t floormod64(int64_t a, int64_t b) {
     return r;
 }
 
+/* ---- intrusive doubly linked lists (Xen's xen/include/xen/list.h, the part used) --
+ * Every ordered Python container of the model is one: dicts used as ordered sets
+ * append at the tail and unlink on deletion, sorted lists insert before the first
+ * element that ranks lower. A list_head is the list itself (an empty one points at
+ * itself) or the link inside an element. */
+
+struct list_head {
+    struct list_head *next, *prev;
+};
+
+/* The struct that holds member at ptr. */
+#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define list_entry(ptr, type, member) container_of(ptr, type, member)
+#define list_first_entry(head, type, member) list_entry((head)->next, type, member)
+
+static inline void INIT_LIST_HEAD(struct list_head *l) { l->next = l->prev = l; }
+static inline bool list_empty(const struct list_head *head) { return head->next == head; }
+/* Link e in just before pos (Xen spells it list_add_tail(e, pos)). */
+static inline void list_add_before(struct list_head *e, struct list_head *pos) {
+    e->prev = pos->prev;
+    e->next = pos;
+    pos->prev->next = e;
+    pos->prev = e;
+}
+/* Link e in just after pos (Xen's list_add). */
+static inline void list_add(struct list_head *e, struct list_head *pos) {
+    list_add_before(e, pos->next);
+}
+static inline void list_add_tail(struct list_head *e, struct list_head *head) {
+    list_add_before(e, head);
+}
+static inline void list_del(struct list_head *e) {
+    e->prev->next = e->next;
+    e->next->prev = e->prev;
+    e->next = e->prev = NULL;
+}
+
+/* The walks name the element type with __typeof__ (a GNU extension GCC and Clang
+ * accept under -std=c11), as Xen's do with typeof. _safe fetches the neighbour
+ * before the body runs, so the body may unlink (or move) pos itself. */
+#define list_for_each_entry(pos, head, member)                                   \
+    for (pos = list_entry((head)->next, __typeof__(*pos), member); &pos->member != (head); \
+         pos = list_entry(pos->member.next, __typeof__(*pos), member))
+#define list_for_each_entry_reverse(pos, head, member)                           \
+    for (pos = list_entry((head)->prev, __typeof__(*pos), member); &pos->member != (head); \
+         pos = list_entry(pos->member.prev, __typeof__(*pos), member))
+#define list_for_each_entry_safe(pos, n, head, member)                           \
+    for (pos = list_entry((head)->next, __typeof__(*pos), member),               \
+        n = list_entry(pos->member.next, __typeof__(*pos), member);              \
+         &pos->member != (head); pos = n, n = list_entry(n->member.next, __typeof__(*n), member))
+#define list_for_each_entry_safe_reverse(pos, n, head, member)                   \
+    for (pos = list_entry((head)->prev, __typeof__(*pos), member),               \
+        n = list_entry(pos->member.prev, __typeof__(*pos), member);              \
+         &pos->member != (head); pos = n, n = list_entry(n->member.prev, __typeof__(*n), member))
+
 /* ---- objects ---------------------------------------------------------------- */
 
 struct host;
@@ -268,7 +323,7 @@ struct vcpu {
     int64_t acc_demand, acc_mig, acc_xmig, total_run;
     bool touched;
     bool demanding;  /* in HostCore._demanding */
-    struct vcpu *dem_prev, *dem_next;
+    struct list_head demand_elem; /* its link there */
     int64_t acc_run[MAX_NODES];
     /* -- scheduler-private -- */
     struct c1_vcpu c1;
@@ -316,7 +371,7 @@ struct host {
     /* -- accounting -- */
     struct vcpu **touched;
     size_t ntouched, touched_cap;
-    struct vcpu *dem_head, *dem_tail; /* _demanding, insertion ordered */
+    struct list_head demanding; /* _demanding (insertion ordered): vcpu.demand_elem */
     int64_t acct_from;
     int64_t busy[MAX_NODES];
     /* -- handles -- */
