@@ -736,14 +736,9 @@ struct pool *host_add_pool(struct host *h, const mask_t *cpus, const char *name,
         host_nomem(h);
         return NULL;
     }
-    p->id = h->npools;
-    snprintf(p->name, sizeof p->name, "%s", name);
     p->cpus = *cpus;
     p->ops = ops;
-    if (rng) {
-        p->rng = *rng;
-        p->has_rng = true;
-    }
+    if (rng) p->rng = *rng;
     if (ops->init(h, p) < 0) {
         free(p);
         host_nomem(h);

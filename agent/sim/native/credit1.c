@@ -131,16 +131,6 @@ static inline int m_cycle(int n, const mask_t *m)
     return c >= 0 ? c : m_next(m, 0);
 }
 
-/* -- arithmetic ------------------------------------------------------------------- */
-
-static inline __int128 floordiv128(__int128 a, __int128 b)
-{
-    __int128 q = a / b;
-    if ((a % b != 0) && ((a < 0) != (b < 0)))
-        q--;
-    return q;
-}
-
 /* -- runqueue ----------------------------------------------------------------------- */
 
 static void nr_inc(struct c1_priv *p, int cpu)

@@ -49,24 +49,11 @@ static inline int64_t mul_shr_w(int64_t a, int64_t b)
     return (int64_t)(((__int128)a * b) >> W);
 }
 
-/* Python's divmod(a, b) for b > 0: floor quotient, remainder in [0, b). */
-static inline int64_t floor_divmod(int64_t a, int64_t b, int64_t *rem)
-{
-    int64_t q = a / b, r = a % b;
-    if (r < 0) {
-        q -= 1;
-        r += b;
-    }
-    *rem = r;
-    return q;
-}
-
 /* -- runqueues: cpu_add_to_runqueue + init_cpu_runqueue ---------------------- */
 
-static void runq_init(struct c2_runq *rqd, int rid, int cpu)
+static void runq_init(struct c2_runq *rqd, int cpu)
 {
     memset(rqd, 0, sizeof *rqd);
-    rqd->id = rid;
     INIT_LIST_HEAD(&rqd->runq);
     INIT_LIST_HEAD(&rqd->svc);
     rqd->max_weight = 1;
@@ -110,7 +97,7 @@ static void add_cpu(struct c2_priv *p, int cpu)
     }
     if (valid == NULL) {
         valid = &p->rqds[p->nrqds];
-        runq_init(valid, p->nrqds, cpu);
+        runq_init(valid, cpu);
         p->nrqds++;
     }
     struct c2_runq *rqd = valid;
@@ -246,15 +233,11 @@ static inline void burn(const struct c2_runq *rqd, struct vcpu *v, int64_t now)
     int64_t num, val;
     if (!__builtin_mul_overflow(delta, rqd->max_weight, &num)
         && !__builtin_add_overflow(num, s->residual, &num)) {
-        val = floor_divmod(num, w, &s->residual);
-    } else {
+        val = floordivmod64(num, w, &s->residual);
+    } else { /* delta * max_weight past 2^63 (a long idle gap): Python does not overflow */
         __int128 n = (__int128)delta * rqd->max_weight + s->residual;
-        __int128 q = n / w, r = n % w;
-        if (r < 0) {
-            q -= 1;
-            r += w;
-        }
-        s->residual = (int64_t)r;
+        __int128 q = floordiv128(n, w);
+        s->residual = (int64_t)(n - q * w);
         val = q > (__int128)INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)q;  /* clipped below */
     }
     int64_t credit = s->credit - val;
@@ -302,7 +285,8 @@ static void smt_idle_set(struct c2_priv *p, int cpu, struct c2_runq *rqd)
     rqd->smt_idle = mask_or(&rqd->smt_idle, sibs);
 }
 
-static int64_t tickle_score(struct c2_priv *p, struct vcpu *nv, int cpu, int64_t now)
+/* _tickle_score: how much nv deserves cpu over what runs there (-1: leave it). */
+static inline int64_t tickle_score(struct c2_priv *p, struct vcpu *nv, int cpu, int64_t now)
 {
     struct vcpu *cur = p->h->cur[cpu];
     if (cur == NULL || now - cur->state_entry <= RATELIMIT_NS - RATELIMIT_TICKLE_TOLERANCE)
@@ -320,34 +304,20 @@ static int64_t tickle_score(struct c2_priv *p, struct vcpu *nv, int cpu, int64_t
     return score;
 }
 
-/* The rest of runq_tickle's scan: tickle_score() over mask. */
-static int best_to_preempt(struct c2_priv *p, struct vcpu *nv, struct c2_runq *rqd,
-                           const mask_t *mask, int64_t now, int64_t *bestp)
+/* _best_to_preempt: the rest of runq_tickle's scan, the best tickle_score() over mask
+ * above *bestp (>= 0, so a -1 never wins). Python inlines the score for speed; here
+ * the compiler does. */
+static int best_to_preempt(struct c2_priv *p, struct vcpu *nv, const mask_t *mask, int64_t now,
+                           int64_t *bestp)
 {
-    struct vcpu **cur = p->h->cur;
-    int64_t cut = now - (RATELIMIT_NS - RATELIMIT_TICKLE_TOLERANCE);
-    int64_t best = *bestp;
     int ipid = -1;
     MASK_FOREACH(i, mask) {
-        struct vcpu *c = cur[i];
-        if (c == NULL || c->state_entry >= cut)
-            continue;
-        burn(rqd, c, now);
-        int64_t score = C2(nv)->credit - C2(c)->credit;
-        if (i != nv->cpu)
-            score -= MIGRATE_RESIST;
-        if (score > 0) {
-            if (mask_test(&nv->soft, i))
-                score += CREDIT_INIT;
-            if (!mask_test(&c->soft, i))
-                score += CREDIT_INIT;
-        }
-        if (score > best) {
-            best = score;
+        int64_t score = tickle_score(p, nv, i, now);
+        if (score > *bestp) {
+            *bestp = score;
             ipid = i;
         }
     }
-    *bestp = best;
     return ipid;
 }
 
@@ -402,7 +372,7 @@ static void runq_tickle(struct c2_priv *p, struct vcpu *nv, int64_t now)
                 }
             }
             if (!mask_empty(&mask)) {
-                int i = best_to_preempt(p, nv, rqd, &mask, now, &best);
+                int i = best_to_preempt(p, nv, &mask, now, &best);
                 if (i >= 0)
                     ipid = i;
             }
@@ -749,7 +719,6 @@ static int c2_init(struct host *h, struct pool *pool)
         return -1;
     }
     p->h = h;
-    p->pool = pool;
     p->cpus = pool->cpus;
     pool->priv = p;
     MASK_FOREACH(c, &pool->cpus) {

@@ -43,7 +43,6 @@ struct c2_vcpu {
 
 /* struct csched2_runqueue_data (credit2.py Runq). */
 struct c2_runq {
-    int id;
     int refcnt;
     int nr_cpus;
     int pick_bias;
@@ -63,7 +62,6 @@ struct c2_runq {
 /* The per-pool private state (Credit2's attributes); pool->priv points at it. */
 struct c2_priv {
     struct host *h;
-    struct pool *pool;
     mask_t cpus;              /* the pool's pCPUs (Credit2.cpus) */
     int nrqds;
     struct c2_runq *rqds;     /* [ncpus], the first nrqds in use, by id */

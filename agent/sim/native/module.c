@@ -173,9 +173,9 @@ static void Host_dealloc(HostObject *self) {
 }
 
 static const struct sched_ops *ops_named(const char *name) {
-    if (!strcmp(name, "credit1")) return &credit1_ops;
-    if (!strcmp(name, "credit2")) return &credit2_ops;
-    if (!strcmp(name, "none")) return &none_ops;
+    static const struct sched_ops *const all[] = {&credit1_ops, &credit2_ops, &none_ops};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (!strcmp(name, all[i]->name)) return all[i];
     return NULL;
 }
 

@@ -168,7 +168,9 @@ int64_t mt_randbelow(struct mt *m, int64_t n);
 /* random.randrange(a, b), a < b */
 int64_t mt_randrange(struct mt *m, int64_t a, int64_t b);
 
-/* ---- floor division helpers (Python // and % on negatives) ------------------- */
+/* ---- floor division helpers ------------------------------------------------------
+ * Python's // and % floor; C's / and % truncate toward zero, so they differ when the
+ * signs differ (credits and times before a tick go negative). */
 
 static inline int64_t floordiv64(int64_t a, int64_t b) {
     int64_t q = a / b;
@@ -179,6 +181,22 @@ static inline int64_t floormod64(int64_t a, int64_t b) {
     int64_t r = a % b;
     if (r != 0 && ((r < 0) != (b < 0))) r += b;
     return r;
+}
+/* Python's divmod(a, b) for b > 0: the floor quotient, *rem in [0, b). */
+static inline int64_t floordivmod64(int64_t a, int64_t b, int64_t *rem) {
+    int64_t q = a / b, r = a % b;
+    if (r < 0) {
+        q -= 1;
+        r += b;
+    }
+    *rem = r;
+    return q;
+}
+/* For products of credits and weights that Python's unbounded ints let pass 2^63. */
+static inline __int128 floordiv128(__int128 a, __int128 b) {
+    __int128 q = a / b;
+    if ((a % b != 0) && ((a < 0) != (b < 0))) q--;
+    return q;
 }
 
 /* ---- intrusive doubly linked lists (Xen's xen/include/xen/list.h, the part used) --
@@ -251,7 +269,7 @@ typedef void (*timer_fn)(struct host *h, void *a, int64_t b);
 
 /* The hooks of struct scheduler (objects.SchedOps). */
 struct sched_ops {
-    const char *name;
+    const char *name; /* as Host() names it: "credit1", "credit2", "none" */
     /* Build p->priv for the pool (Credit1/Credit2 __init__): p->cpus, p->rng are set.
      * Returns 0, or -1 on allocation failure (nothing left allocated). */
     int (*init)(struct host *h, struct pool *p);
@@ -277,13 +295,10 @@ extern const struct sched_ops none_ops;
 
 /* A cpupool (objects.Pool). */
 struct pool {
-    int id;
-    char name[32];
     mask_t cpus;
     const struct sched_ops *ops;
     void *priv;      /* the scheduler's per-pool state (struct c1_priv / c2_priv) */
-    struct mt rng;   /* credit1's random.Random, continued */
-    bool has_rng;
+    struct mt rng;   /* credit1's random.Random, continued (module.c requires it) */
 };
 
 /* A domain (objects.Domain, the parts the core and schedulers use). */
