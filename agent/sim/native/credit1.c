@@ -57,102 +57,28 @@ struct c1_priv {
     bool smt;
 };
 
-/* -- mask helpers (by value: the compiler keeps them in registers) -------------- */
-
-static inline bool m_test(const mask_t *m, int n) { return (m->w[n >> 6] >> (n & 63)) & 1; }
-static inline void m_set(mask_t *m, int n) { m->w[n >> 6] |= (uint64_t)1 << (n & 63); }
-static inline void m_clr(mask_t *m, int n) { m->w[n >> 6] &= ~((uint64_t)1 << (n & 63)); }
-
-static inline mask_t m_and(mask_t a, mask_t b)
-{
-    for (int i = 0; i < MASK_WORDS; i++)
-        a.w[i] &= b.w[i];
-    return a;
-}
-
-static inline mask_t m_or(mask_t a, mask_t b)
-{
-    for (int i = 0; i < MASK_WORDS; i++)
-        a.w[i] |= b.w[i];
-    return a;
-}
-
-static inline mask_t m_andnot(mask_t a, mask_t b)
-{
-    for (int i = 0; i < MASK_WORDS; i++)
-        a.w[i] &= ~b.w[i];
-    return a;
-}
-
-static inline bool m_empty(mask_t a)
-{
-    uint64_t x = 0;
-    for (int i = 0; i < MASK_WORDS; i++)
-        x |= a.w[i];
-    return x == 0;
-}
-
-static inline bool m_eq(mask_t a, mask_t b)
-{
-    uint64_t x = 0;
-    for (int i = 0; i < MASK_WORDS; i++)
-        x |= a.w[i] ^ b.w[i];
-    return x == 0;
-}
-
-static inline int m_weight(mask_t a)
-{
-    int n = 0;
-    for (int i = 0; i < MASK_WORDS; i++)
-        n += __builtin_popcountll(a.w[i]);
-    return n;
-}
-
-/* Lowest set bit >= n, or -1. */
-static inline int m_next(const mask_t *m, int n)
-{
-    if (n >= MASK_WORDS * 64)
-        return -1;
-    int i = n >> 6;
-    uint64_t w = m->w[i] & (~(uint64_t)0 << (n & 63));
-    for (;;) {
-        if (w)
-            return (i << 6) + __builtin_ctzll(w);
-        if (++i >= MASK_WORDS)
-            return -1;
-        w = m->w[i];
-    }
-}
-
-/* cpumask_cycle: next set bit after n, wrapping; -1 if empty. */
-static inline int m_cycle(int n, const mask_t *m)
-{
-    int c = m_next(m, n + 1);
-    return c >= 0 ? c : m_next(m, 0);
-}
-
 /* -- runqueue ----------------------------------------------------------------------- */
 
 static void nr_inc(struct c1_priv *p, int cpu)
 {
     int n = ++p->nr_runnable[cpu];
     if (n == 2)
-        m_set(&p->overloaded, cpu);
+        mask_set(&p->overloaded, cpu);
 }
 
 static void nr_dec(struct c1_priv *p, int cpu)
 {
     int n = --p->nr_runnable[cpu];
     if (n == 1)
-        m_clr(&p->overloaded, cpu);
+        mask_clear(&p->overloaded, cpu);
 }
 
 static void arm_lazy_over(struct c1_priv *p)
 {
     mask_t m = p->lazy_over;
-    p->lazy = m_andnot(p->lazy, m);
-    memset(&p->lazy_over, 0, sizeof p->lazy_over);
-    for (int c = m_next(&m, 0); c >= 0; c = m_next(&m, c + 1))
+    p->lazy = mask_andnot(&p->lazy, &m);
+    mask_zero(&p->lazy_over);
+    MASK_FOREACH(c, &m)
         host_arm_slice(p->h, c);
 }
 
@@ -165,16 +91,16 @@ static void runq_insert(struct c1_priv *p, int cpu, struct vcpu *v)
         pos = pos->next;
     list_add_before(&v->c1.runq_elem, pos); /* at the tail if pos is the head */
     v->c1.on_runq = true;
-    m_set(&p->queued, cpu);
+    mask_set(&p->queued, cpu);
     p->nq++;
     if (pri >= PRI_UNDER) {
         if (!p->nq_hi)
             arm_lazy_over(p);
         p->nq_hi++;
     }
-    if (m_test(&p->lazy, cpu)) {
-        m_clr(&p->lazy, cpu);
-        m_clr(&p->lazy_over, cpu);
+    if (mask_test(&p->lazy, cpu)) {
+        mask_clear(&p->lazy, cpu);
+        mask_clear(&p->lazy_over, cpu);
         host_arm_slice(p->h, cpu);
     }
 }
@@ -185,7 +111,7 @@ static void runq_remove(struct c1_priv *p, int cpu, struct vcpu *v)
     list_del(&v->c1.runq_elem);
     v->c1.on_runq = false;
     if (list_empty(&p->runq[cpu]))
-        m_clr(&p->queued, cpu);
+        mask_clear(&p->queued, cpu);
     p->nq--;
     if (v->c1.pri >= PRI_UNDER)
         p->nq_hi--;
@@ -248,14 +174,14 @@ static int cpu_pick(struct c1_priv *p, struct vcpu *v, bool commit)
     for (int step = SOFT; step <= HARD; step++) {
         mask_t cpus;
         if (step == SOFT) {
-            if (!v->has_soft || m_empty(v->smask))
+            if (!v->has_soft || mask_empty(&v->smask))
                 continue;
             cpus = v->smask;
         } else {
             cpus = v->hmask;
         }
         /* If present, prefer the vCPU's current pCPU. */
-        cpu = m_test(&cpus, vcpu_cpu) ? vcpu_cpu : m_cycle(vcpu_cpu, &cpus);
+        cpu = mask_test(&cpus, vcpu_cpu) ? vcpu_cpu : mask_cycle(vcpu_cpu, &cpus);
         if (cpu < 0) { /* empty mask: Python raises (a negative shift count) */
             host_fail(h, "ValueError: credit1 pick for d%dv%d: empty affinity mask", v->domid,
                       v->vid);
@@ -263,41 +189,41 @@ static int cpu_pick(struct c1_priv *p, struct vcpu *v, bool commit)
         }
         idlers = p->idlers;
         if (cpu == vcpu_cpu && list_empty(&p->runq[cpu]))
-            m_set(&idlers, cpu); /* discount the vCPU itself: is_runq_idle() */
-        cpus = m_and(cpus, idlers);
-        if (!m_test(&cpus, cpu) && !m_empty(cpus))
-            cpu = m_cycle(cpu, &cpus);
-        m_clr(&cpus, cpu);
-        while (!m_empty(cpus)) {
-            int nxt = m_cycle(cpu, &cpus);
+            mask_set(&idlers, cpu); /* discount the vCPU itself: is_runq_idle() */
+        cpus = mask_and(&cpus, &idlers);
+        if (!mask_test(&cpus, cpu) && !mask_empty(&cpus))
+            cpu = mask_cycle(cpu, &cpus);
+        mask_clear(&cpus, cpu);
+        while (!mask_empty(&cpus)) {
+            int nxt = mask_cycle(cpu, &cpus);
             mask_t cpu_idlers, nxt_idlers;
             int factor;
             const mask_t *core_cpu = &h->core_mask[cpu];
-            if (m_test(core_cpu, nxt)) {
+            if (mask_test(core_cpu, nxt)) {
                 /* Same socket: compare idle threads of the two cores. */
-                cpu_idlers = m_and(idlers, h->sib_mask[cpu]);
-                if (m_eq(cpu_idlers, h->sib_mask[cpu])) {
-                    cpus = m_andnot(cpus, *core_cpu);
+                cpu_idlers = mask_and(&idlers, &h->sib_mask[cpu]);
+                if (mask_equal(&cpu_idlers, &h->sib_mask[cpu])) {
+                    cpus = mask_andnot(&cpus, core_cpu);
                     continue;
                 }
                 factor = 1;
-                nxt_idlers = m_and(idlers, h->sib_mask[nxt]);
+                nxt_idlers = mask_and(&idlers, &h->sib_mask[nxt]);
             } else {
                 /* Different sockets: migrate only to one twice as idle. */
                 factor = 2;
-                cpu_idlers = m_and(idlers, *core_cpu);
-                nxt_idlers = m_and(idlers, h->core_mask[nxt]);
+                cpu_idlers = mask_and(&idlers, core_cpu);
+                nxt_idlers = mask_and(&idlers, &h->core_mask[nxt]);
             }
-            if (m_weight(cpu_idlers) * factor < m_weight(nxt_idlers)) {
-                nxt_idlers = m_and(nxt_idlers, cpus);
+            if (mask_weight(&cpu_idlers) * factor < mask_weight(&nxt_idlers)) {
+                nxt_idlers = mask_and(&nxt_idlers, &cpus);
                 spc = nxt;
-                cpu = m_cycle(p->idle_bias[nxt], &nxt_idlers);
-                cpus = m_andnot(cpus, h->sib_mask[cpu]);
+                cpu = mask_cycle(p->idle_bias[nxt], &nxt_idlers);
+                cpus = mask_andnot(&cpus, &h->sib_mask[cpu]);
             } else {
-                cpus = m_andnot(cpus, nxt_idlers);
+                cpus = mask_andnot(&cpus, &nxt_idlers);
             }
         }
-        if (m_test(&idlers, cpu))
+        if (mask_test(&idlers, cpu))
             break;
     }
     if (commit && spc >= 0)
@@ -313,9 +239,9 @@ static void tickle(struct c1_priv *p, struct vcpu *nw)
     int cpu = nw->cpu;
     struct vcpu *cur = h->cur[cpu];
     int cur_pri = cur ? cur->c1.pri : PRI_IDLE;
-    bool idle_any = !m_empty(p->idlers);
+    bool idle_any = !mask_empty(&p->idlers);
     int target = -1;
-    if (((nw->c1.flags & F_PINNED) && m_test(&p->idlers, cpu)) || cur_pri == PRI_IDLE ||
+    if (((nw->c1.flags & F_PINNED) && mask_test(&p->idlers, cpu)) || cur_pri == PRI_IDLE ||
         (!idle_any && nw->c1.pri > cur_pri)) {
         target = cpu;
     } else if (idle_any) {
@@ -324,17 +250,17 @@ static void tickle(struct c1_priv *p, struct vcpu *nw)
             if (step == SOFT) {
                 if (!nw->has_soft)
                     continue;
-                new_idlers = m_and(nw->smask, p->idlers);
-                if (m_empty(new_idlers))
+                new_idlers = mask_and(&nw->smask, &p->idlers);
+                if (mask_empty(&new_idlers))
                     continue;
             } else {
-                new_idlers = m_and(nw->hmask, p->idlers);
+                new_idlers = mask_and(&nw->hmask, &p->idlers);
             }
-            if (m_empty(new_idlers)) {
+            if (mask_empty(&new_idlers)) {
                 if (nw->c1.pri > cur_pri)
                     target = cpu;
             } else {
-                int t = m_cycle(p->last_tickle[cpu], &new_idlers);
+                int t = mask_cycle(p->last_tickle[cpu], &new_idlers);
                 p->last_tickle[cpu] = t;
                 target = t;
             }
@@ -343,7 +269,7 @@ static void tickle(struct c1_priv *p, struct vcpu *nw)
         }
     }
     if (target >= 0) {
-        m_clr(&p->idlers, target);
+        mask_clear(&p->idlers, target);
         host_raise_softirq(h, target);
     }
 }
@@ -369,7 +295,7 @@ static struct vcpu *runq_steal(struct c1_priv *p, int peer, int cpu, int pri, in
         } else {
             mask = &v->hmask;
         }
-        if (!m_test(mask, cpu))
+        if (!mask_test(mask, cpu))
             continue;
         if (p->migr_delay && h->now - v->c1.last_sched < p->migr_delay)
             continue;
@@ -389,24 +315,20 @@ static struct vcpu *load_balance(struct c1_priv *p, int cpu, int pri)
     struct host *h = p->h;
     int nnodes = h->nnodes;
     int node = h->node_of[cpu];
-    mask_t workers_all = m_andnot(p->cpus, p->idlers);
-    m_clr(&workers_all, cpu);
+    mask_t workers_all = mask_andnot(&p->cpus, &p->idlers);
+    mask_clear(&workers_all, cpu);
     for (int step = SOFT; step <= HARD; step++) {
         int peer_node = node;
         for (;;) {
-            mask_t workers = m_and(workers_all, h->node_mask[peer_node]);
-            mask_t cand = m_and(workers, p->overloaded);
-            if (!m_empty(cand)) {
-                int first_cpu = m_cycle(p->balance_bias[peer_node], &workers);
-                /* iter_cyclic(first_cpu, cand): from first_cpu up, then wrap */
-                for (int pass = 0; pass < 2; pass++) {
-                    int c = m_next(&cand, pass ? 0 : first_cpu);
-                    for (; c >= 0 && (pass == 0 || c < first_cpu); c = m_next(&cand, c + 1)) {
-                        struct vcpu *v = runq_steal(p, c, cpu, pri, step);
-                        if (v) {
-                            p->balance_bias[peer_node] = c;
-                            return v;
-                        }
+            mask_t workers = mask_and(&workers_all, &h->node_mask[peer_node]);
+            mask_t cand = mask_and(&workers, &p->overloaded);
+            if (!mask_empty(&cand)) {
+                int first_cpu = mask_cycle(p->balance_bias[peer_node], &workers);
+                MASK_FOREACH_CYCLIC(c, first_cpu, &cand) {
+                    struct vcpu *v = runq_steal(p, c, cpu, pri, step);
+                    if (v) {
+                        p->balance_bias[peer_node] = c;
+                        return v;
                     }
                 }
             }
@@ -425,8 +347,8 @@ static struct vcpu *c1_schedule(struct host *h, struct pool *pool, int cpu, stru
 {
     struct c1_priv *p = pool->priv;
     int64_t now = h->now;
-    m_clr(&p->lazy, cpu);
-    m_clr(&p->lazy_over, cpu);
+    mask_clear(&p->lazy, cpu);
+    mask_clear(&p->lazy_over, cpu);
     *lazy = false;
     if (prev) {
         burn(prev, now);
@@ -456,41 +378,41 @@ static struct vcpu *c1_schedule(struct host *h, struct pool *pool, int cpu, stru
             runq_remove(p, cpu, snext);
     }
     if (!snext) {
-        m_set(&p->idlers, cpu);
-        m_clr(&p->busy, cpu);
+        mask_set(&p->idlers, cpu);
+        mask_clear(&p->busy, cpu);
         *tslice = -1;
         return NULL;
     }
-    m_clr(&p->idlers, cpu);
-    m_set(&p->busy, cpu);
+    mask_clear(&p->idlers, cpu);
+    mask_set(&p->busy, cpu);
     if (snext != prev)
         snext->c1.start_time = now;
     if (snext->c1.pri == PRI_BOOST)
-        m_set(&p->boosted, cpu);
+        mask_set(&p->boosted, cpu);
     if (!snext->c1.active)
-        m_set(&p->inactive, cpu);
+        mask_set(&p->inactive, cpu);
     mask_t step_mask;
-    if (snext->has_soft && m_test(&snext->smask, cpu)) {
-        m_clr(&p->outside_soft, cpu);
+    if (snext->has_soft && mask_test(&snext->smask, cpu)) {
+        mask_clear(&p->outside_soft, cpu);
         step_mask = snext->smask;
     } else {
         if (snext->has_soft)
-            m_set(&p->outside_soft, cpu);
+            mask_set(&p->outside_soft, cpu);
         else
-            m_clr(&p->outside_soft, cpu);
+            mask_clear(&p->outside_soft, cpu);
         step_mask = snext->hmask;
     }
-    if (!m_empty(m_andnot(step_mask, h->core_mask[cpu])))
-        m_set(&p->spread, cpu);
+    if (!mask_subset(&step_mask, &h->core_mask[cpu]))
+        mask_set(&p->spread, cpu);
     else
-        m_clr(&p->spread, cpu);
+        mask_clear(&p->spread, cpu);
     *tslice = TSLICE_NS;
     /* A lone vCPU's slice end changes nothing unless a peer has queued work
      * it could steal (only if OVER) or someone queues here: defer it. */
     if (list_empty(&p->runq[cpu]) && (snext->c1.pri != PRI_OVER || !p->nq_hi)) {
-        m_set(&p->lazy, cpu);
+        mask_set(&p->lazy, cpu);
         if (snext->c1.pri == PRI_OVER)
-            m_set(&p->lazy_over, cpu);
+            mask_set(&p->lazy_over, cpu);
         *lazy = true;
     }
     return snext;
@@ -568,7 +490,7 @@ static void acct_timer(struct host *h, void *a, int64_t b)
                     any_stopped = true;
                     credit = floordiv64(credit, 2);
                     if (v->is_running)
-                        m_set(&p->inactive, v->cpu);
+                        mask_set(&p->inactive, v->cpu);
                 }
             }
             v->c1.credit = credit;
@@ -582,16 +504,16 @@ static void acct_timer(struct host *h, void *a, int64_t b)
                 } else {
                     p->nq_hi--;
                 }
-            } else if (v->is_running && h->cur[v->cpu] == v && m_test(&p->lazy, v->cpu)) {
+            } else if (v->is_running && h->cur[v->cpu] == v && mask_test(&p->lazy, v->cpu)) {
                 int c = v->cpu;
                 if (new_hi) {
-                    m_clr(&p->lazy_over, c);
+                    mask_clear(&p->lazy_over, c);
                 } else if (p->nq_hi) {
-                    m_clr(&p->lazy, c);
-                    m_clr(&p->lazy_over, c);
+                    mask_clear(&p->lazy, c);
+                    mask_clear(&p->lazy_over, c);
                     host_arm_slice(h, c);
                 } else {
-                    m_set(&p->lazy_over, c);
+                    mask_set(&p->lazy_over, c);
                 }
             }
         }
@@ -614,7 +536,7 @@ static void acct_timer(struct host *h, void *a, int64_t b)
 static void sort_runqs(struct c1_priv *p)
 {
     mask_t m = p->queued;
-    for (int c = m_next(&m, 0); c >= 0; c = m_next(&m, c + 1)) {
+    MASK_FOREACH(c, &m) {
         /* Xen's loop: each UNDER one moves up to just after the last UNDER one. */
         struct list_head *last_under = &p->runq[c];
         struct vcpu *v, *nx;
@@ -635,11 +557,13 @@ static mask_t repick_candidates(struct c1_priv *p, mask_t busy)
 {
     struct host *h = p->h;
     mask_t idle = p->idlers;
-    mask_t todo = m_and(busy, m_or(p->queued, p->outside_soft));
+    mask_t todo = mask_or(&p->queued, &p->outside_soft);
+    todo = mask_and(&busy, &todo);
     int counts[MAX_NODES];
     int top = -1, second = 0, ntop = 0;
     for (int n = 0; n < h->nnodes; n++) {
-        counts[n] = m_weight(m_and(idle, h->node_mask[n]));
+        mask_t idle_in_node = mask_and(&idle, &h->node_mask[n]);
+        counts[n] = mask_weight(&idle_in_node);
     }
     /* sorted(counts, reverse=True)[0], [1] (0 if one node) */
     for (int n = 0; n < h->nnodes; n++)
@@ -657,35 +581,38 @@ static mask_t repick_candidates(struct c1_priv *p, mask_t busy)
     else if (h->nnodes < 2)
         second = 0;
     for (int n = 0; n < h->nnodes; n++) {
-        mask_t bm = m_and(busy, h->node_mask[n]);
-        if (m_empty(bm))
+        mask_t bm = mask_and(&busy, &h->node_mask[n]);
+        if (mask_empty(&bm))
             continue;
         int others = counts[n] == top ? second : top;
-        if (others > 2 * (counts[n] + 1))
-            todo = m_or(todo, m_and(bm, p->spread));
+        if (others > 2 * (counts[n] + 1)) {
+            mask_t spread = mask_and(&bm, &p->spread);
+            todo = mask_or(&todo, &spread);
+        }
     }
     if (p->smt) {
         for (int n = 0; n < h->nnodes; n++) {
             mask_t nm = h->node_mask[n];
-            mask_t nb = m_andnot(m_and(busy, nm), todo);
-            mask_t rest = m_and(idle, nm);
-            if (m_empty(nb) || m_empty(rest))
+            mask_t nb = mask_and(&busy, &nm);
+            nb = mask_andnot(&nb, &todo);
+            mask_t rest = mask_and(&idle, &nm);
+            if (mask_empty(&nb) || mask_empty(&rest))
                 continue;
             bool whole_idle_core = false;
-            for (int c = m_next(&rest, 0); c >= 0; c = m_next(&rest, 0)) {
-                if (m_eq(m_and(idle, h->sib_mask[c]), h->sib_mask[c])) {
+            for (int c = mask_first(&rest); c >= 0; c = mask_first(&rest)) {
+                if (mask_subset(&h->sib_mask[c], &idle)) {
                     whole_idle_core = true;
                     break;
                 }
-                rest = m_andnot(rest, h->sib_mask[c]);
+                rest = mask_andnot(&rest, &h->sib_mask[c]);
             }
             if (!whole_idle_core)
                 continue;
-            for (int c = m_next(&nb, 0); c >= 0; c = m_next(&nb, c + 1)) {
-                mask_t o = m_and(idle, h->sib_mask[c]);
-                m_clr(&o, c);
-                if (m_empty(o))
-                    m_set(&todo, c);
+            MASK_FOREACH(c, &nb) {
+                mask_t o = mask_and(&idle, &h->sib_mask[c]);
+                mask_clear(&o, c);
+                if (mask_empty(&o))
+                    mask_set(&todo, c);
             }
         }
     }
@@ -714,29 +641,29 @@ static void tick_timer(struct host *h, void *a, int64_t b)
     int64_t now = h->now;
     host_timer(h, now + TICK_NS, tick_timer, p, 0);
     mask_t busy = p->busy;
-    if (m_empty(busy))
+    if (mask_empty(&busy))
         return;
     if (p->sorted_epoch != p->runq_sort) {
         p->sorted_epoch = p->runq_sort;
         sort_runqs(p);
     }
-    mask_t todo = m_and(m_or(p->boosted, p->inactive), busy);
-    memset(&p->boosted, 0, sizeof(mask_t));
-    memset(&p->inactive, 0, sizeof(mask_t));
-    if (!m_empty(p->idlers))
-        todo = m_or(todo, repick_candidates(p, busy));
-    if (m_empty(todo))
+    mask_t todo = mask_or(&p->boosted, &p->inactive);
+    todo = mask_and(&todo, &busy);
+    mask_zero(&p->boosted);
+    mask_zero(&p->inactive);
+    if (!mask_empty(&p->idlers)) {
+        mask_t repick = repick_candidates(p, busy);
+        todo = mask_or(&todo, &repick);
+    }
+    if (mask_empty(&todo))
         return;
     int start = (int)mt_randbelow(&p->pool->rng, h->ncpus);
-    for (int pass = 0; pass < 2; pass++) {
-        int c = m_next(&todo, pass ? 0 : start);
-        for (; c >= 0 && (pass == 0 || c < start); c = m_next(&todo, c + 1)) {
-            struct vcpu *v = h->cur[c];
-            if (!v || v->dom->pool != p->pool)
-                continue;
-            unit_acct(p, c, v);
-            host_flush(h);
-        }
+    MASK_FOREACH_CYCLIC(c, start, &todo) {
+        struct vcpu *v = h->cur[c];
+        if (!v || v->dom->pool != p->pool)
+            continue;
+        unit_acct(p, c, v);
+        host_flush(h);
     }
 }
 
@@ -757,7 +684,7 @@ static void c1_affinity_changed(struct host *h, struct pool *pool, struct vcpu *
 {
     (void)h;
     (void)pool;
-    if (m_weight(v->hard) == 1)
+    if (mask_weight(&v->hard) == 1)
         v->c1.flags |= F_PINNED;
     else
         v->c1.flags &= ~F_PINNED;
@@ -864,14 +791,14 @@ static int c1_init(struct host *h, struct pool *pool)
     p->idlers = pool->cpus; /* prv->idlers: every pCPU starts idle */
     /* balance_bias[node]: init_pdata sets it to the node's first pCPU. */
     for (int n = 0; n < h->nnodes; n++) {
-        mask_t m = m_and(h->node_mask[n], pool->cpus);
-        int f = m_next(&m, 0);
+        mask_t m = mask_and(&h->node_mask[n], &pool->cpus);
+        int f = mask_first(&m);
         p->balance_bias[n] = f >= 0 ? f : 0;
     }
-    p->credit = (int64_t)CREDITS_PER_TSLICE * m_weight(pool->cpus);
+    p->credit = (int64_t)CREDITS_PER_TSLICE * mask_weight(&pool->cpus);
     p->smt = false;
     for (int c = 0; c < h->ncpus; c++)
-        if (m_weight(h->sib_mask[c]) > 1)
+        if (mask_weight(&h->sib_mask[c]) > 1)
             p->smt = true;
     pool->priv = p;
     return 0;

@@ -64,7 +64,7 @@ static void runq_init(struct c2_runq *rqd, int cpu)
 static bool siblings_fit(const struct host *h, const struct c2_runq *rqd, int cpu, int max_cpus)
 {
     mask_t seen;
-    memset(&seen, 0, sizeof seen);
+    mask_zero(&seen);
     int total = 0;
     MASK_FOREACH(r, &rqd->active) {
         if (!mask_intersects(&h->sib_mask[r], &seen)) {
@@ -103,7 +103,7 @@ static void add_cpu(struct c2_priv *p, int cpu)
     struct c2_runq *rqd = valid;
     rqd->refcnt++;
     p->rqd_of[cpu] = rqd;
-    memset(&p->sibling[cpu], 0, sizeof(mask_t));
+    mask_zero(&p->sibling[cpu]);
     mask_set(&p->sibling[cpu], cpu);
     mask_t both;
     both = mask_and(sib, &rqd->active);
@@ -368,7 +368,7 @@ static void runq_tickle(struct c2_priv *p, struct vcpu *nv, int64_t now)
                     best = score;
                     ipid = cpu;
                     if (mask_test(&nv->soft, cpu))
-                        memset(&mask, 0, sizeof mask);
+                        mask_zero(&mask);
                 }
             }
             if (!mask_empty(&mask)) {

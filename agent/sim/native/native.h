@@ -148,6 +148,22 @@ static inline int mask_test_or_cycle(int n, const mask_t *m) {
 }
 /* for (int c = mask_first(m); c >= 0; c = mask_next(c, m)) -- lowest first */
 #define MASK_FOREACH(c, m) for (int c = mask_first(m); c >= 0; c = mask_next(c, m))
+/* cpumask.iter_cyclic(start, m): the set bits from start up, then those below start. */
+static inline int mask_cyclic_first(int start, const mask_t *m) {
+    int c = mask_next(start - 1, m);
+    if (c >= 0) return c;
+    c = mask_first(m);
+    return c < start ? c : -1;
+}
+static inline int mask_cyclic_next(int c, int start, const mask_t *m) {
+    int n = mask_next(c, m);
+    if (c < start) return n < start ? n : -1; /* wrapped: stop at start */
+    if (n >= 0) return n;
+    n = mask_first(m);
+    return n < start ? n : -1;
+}
+#define MASK_FOREACH_CYCLIC(c, start, m) \
+    for (int c = mask_cyclic_first(start, m); c >= 0; c = mask_cyclic_next(c, start, m))
 
 /* ---- MT19937: continues a Python random.Random from its getstate() ---------- */
 
