@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- MT19937 (CPython's _randommodule.c) ------------------------------------------ */
+/* ---- MT19937 (CPython's _randommodule.c) ----------------------------------------- */
 
 #define MT_N 624
 #define MT_M 397
@@ -74,7 +74,7 @@ int64_t mt_randbelow(struct mt *m, int64_t n) {
 
 int64_t mt_randrange(struct mt *m, int64_t a, int64_t b) { return a + mt_randbelow(m, b - a); }
 
-/* ---- errors ------------------------------------------------------------------------- */
+/* ---- errors ---------------------------------------------------------------------- */
 
 void host_fail(struct host *h, const char *fmt, ...) {
     if (h->failed) return;
@@ -90,7 +90,7 @@ static void host_nomem(struct host *h) {
     host_fail(h, "out of memory");
 }
 
-/* ---- the event heap ---------------------------------------------------------------- */
+/* ---- the event heap -------------------------------------------------------------- */
 
 static inline bool ev_less(const struct event *a, const struct event *b) {
     return a->at < b->at || (a->at == b->at && a->seq < b->seq);
@@ -138,7 +138,7 @@ static struct event heap_pop(struct host *h) {
     return top;
 }
 
-/* ---- softirq and slices ---------------------------------------------------------------- */
+/* ---- softirq and slices ---------------------------------------------------------- */
 
 static void do_schedule(struct host *h, int cpu);
 
@@ -195,7 +195,7 @@ void host_set_migrating(struct host *h, struct vcpu *v) {
     v->pflags |= VPF_MIGRATING;
 }
 
-/* ---- schedule() and the context switch -------------------------------------------------- */
+/* ---- schedule() and the context switch ------------------------------------------- */
 
 static void touch(struct host *h, struct vcpu *v) {
     if (v->touched) return;
@@ -309,7 +309,7 @@ void host_run_until(struct host *h, int64_t until) {
     if (!h->failed) h->now = until;
 }
 
-/* ---- runnability and demand --------------------------------------------------------------- */
+/* ---- runnability and demand ------------------------------------------------------ */
 
 static void demand_begin(struct host *h, struct vcpu *v) {
     v->demand_start = h->now;
@@ -371,7 +371,7 @@ void host_migrate_finish(struct host *h, struct vcpu *v) {
     if (!v->pflags) p->ops->wake(h, p, v);
 }
 
-/* ---- workloads (workload.py) ---------------------------------------------------------------- */
+/* ---- workloads (workload.py) ----------------------------------------------------- */
 
 #define WL_MIN_NS 1000
 
@@ -461,7 +461,7 @@ static void wake_timer(struct host *h, void *a, int64_t ver) {
     host_vcpu_wake(h, v, VPF_BLOCKED);
 }
 
-/* ---- objects -------------------------------------------------------------------------------- */
+/* ---- objects --------------------------------------------------------------------- */
 
 void vcpu_set_masks(struct vcpu *v, const mask_t *hard, const mask_t *soft,
                     const mask_t *pool_cpus) {
@@ -475,7 +475,7 @@ void vcpu_set_masks(struct vcpu *v, const mask_t *hard, const mask_t *soft,
     v->smask = mask_and(&both, pool_cpus);
 }
 
-/* ---- what the engine asks per vCPU ------------------------------------------------------------ */
+/* ---- what the engine asks per vCPU ----------------------------------------------- */
 
 void host_start(struct host *h) {
     for (int i = 0; i < h->npools && !h->failed; i++) {
@@ -484,8 +484,8 @@ void host_start(struct host *h) {
     }
 }
 
-void host_add_vcpu(struct host *h, struct vcpu *v, const mask_t *hard, const mask_t *soft,
-                   int cpu, int kind, double p1, double p2) {
+void host_add_vcpu(struct host *h, struct vcpu *v, const mask_t *hard, const mask_t *soft, int cpu,
+                   int kind, double p1, double p2) {
     struct pool *p = v->dom->pool;
     v->wl_kind = kind;
     v->wl_p1 = p1;
@@ -542,7 +542,7 @@ void host_set_affinity(struct host *h, struct vcpu *v, const mask_t *hard, const
     host_migrate_finish(h, v);
 }
 
-/* ---- accounting ------------------------------------------------------------------------------- */
+/* ---- accounting ------------------------------------------------------------------ */
 
 int host_take_accounting(struct host *h, int64_t *start, int64_t *end, int64_t *busy,
                          acct_row_fn row, void *ctx) {
@@ -592,7 +592,7 @@ int host_take_accounting(struct host *h, int64_t *start, int64_t *end, int64_t *
     return rc;
 }
 
-/* ---- objects._NoSched ------------------------------------------------------------------------- */
+/* ---- objects._NoSched ------------------------------------------------------------ */
 
 static int none_init(struct host *h, struct pool *p) {
     (void)h;
@@ -654,7 +654,7 @@ const struct sched_ops none_ops = {
     .affinity_changed = none_noop,
 };
 
-/* ---- host life cycle ---------------------------------------------------------------------------- */
+/* ---- host life cycle ------------------------------------------------------------- */
 
 struct host *host_new(void) {
     struct host *h = calloc(1, sizeof *h);

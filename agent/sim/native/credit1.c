@@ -57,34 +57,27 @@ struct c1_priv {
     bool smt;
 };
 
-/* -- runqueue ----------------------------------------------------------------------- */
+/* ---- runqueue -------------------------------------------------------------------- */
 
-static void nr_inc(struct c1_priv *p, int cpu)
-{
+static void nr_inc(struct c1_priv *p, int cpu) {
     int n = ++p->nr_runnable[cpu];
-    if (n == 2)
-        mask_set(&p->overloaded, cpu);
+    if (n == 2) mask_set(&p->overloaded, cpu);
 }
 
-static void nr_dec(struct c1_priv *p, int cpu)
-{
+static void nr_dec(struct c1_priv *p, int cpu) {
     int n = --p->nr_runnable[cpu];
-    if (n == 1)
-        mask_clear(&p->overloaded, cpu);
+    if (n == 1) mask_clear(&p->overloaded, cpu);
 }
 
-static void arm_lazy_over(struct c1_priv *p)
-{
+static void arm_lazy_over(struct c1_priv *p) {
     mask_t m = p->lazy_over;
     p->lazy = mask_andnot(&p->lazy, &m);
     mask_zero(&p->lazy_over);
-    MASK_FOREACH(c, &m)
-        host_arm_slice(p->h, c);
+    MASK_FOREACH(c, &m) host_arm_slice(p->h, c);
 }
 
 /* __runq_insert: after every vCPU of equal or higher priority. */
-static void runq_insert(struct c1_priv *p, int cpu, struct vcpu *v)
-{
+static void runq_insert(struct c1_priv *p, int cpu, struct vcpu *v) {
     int pri = v->c1.pri;
     struct list_head *pos = p->runq[cpu].next;
     while (pos != &p->runq[cpu] && list_entry(pos, struct vcpu, c1.runq_elem)->c1.pri >= pri)
@@ -94,8 +87,7 @@ static void runq_insert(struct c1_priv *p, int cpu, struct vcpu *v)
     mask_set(&p->queued, cpu);
     p->nq++;
     if (pri >= PRI_UNDER) {
-        if (!p->nq_hi)
-            arm_lazy_over(p);
+        if (!p->nq_hi) arm_lazy_over(p);
         p->nq_hi++;
     }
     if (mask_test(&p->lazy, cpu)) {
@@ -106,22 +98,18 @@ static void runq_insert(struct c1_priv *p, int cpu, struct vcpu *v)
 }
 
 /* __runq_remove */
-static void runq_remove(struct c1_priv *p, int cpu, struct vcpu *v)
-{
+static void runq_remove(struct c1_priv *p, int cpu, struct vcpu *v) {
     list_del(&v->c1.runq_elem);
     v->c1.on_runq = false;
-    if (list_empty(&p->runq[cpu]))
-        mask_clear(&p->queued, cpu);
+    if (list_empty(&p->runq[cpu])) mask_clear(&p->queued, cpu);
     p->nq--;
-    if (v->c1.pri >= PRI_UNDER)
-        p->nq_hi--;
+    if (v->c1.pri >= PRI_UNDER) p->nq_hi--;
 }
 
-/* -- active lists ----------------------------------------------------------------------- */
+/* ---- active lists ---------------------------------------------------------------- */
 
 /* __csched_unit_acct_start */
-static void acct_start(struct c1_priv *p, struct vcpu *v)
-{
+static void acct_start(struct c1_priv *p, struct vcpu *v) {
     struct c1_dom *sd = &v->dom->c1;
     v->c1.active = true;
     list_add_tail(&v->c1.active_elem, &sd->active);
@@ -134,8 +122,7 @@ static void acct_start(struct c1_priv *p, struct vcpu *v)
 }
 
 /* __csched_unit_acct_stop_locked */
-static void acct_stop(struct c1_priv *p, struct vcpu *v)
-{
+static void acct_stop(struct c1_priv *p, struct vcpu *v) {
     struct c1_dom *sd = &v->dom->c1;
     v->c1.active = false;
     list_del(&v->c1.active_elem);
@@ -147,14 +134,12 @@ static void acct_stop(struct c1_priv *p, struct vcpu *v)
     }
 }
 
-/* -- credits ------------------------------------------------------------------------------ */
+/* ---- credits --------------------------------------------------------------------- */
 
 /* burn_credits: one credit per 100 us run since start_time. */
-static void burn(struct vcpu *v, int64_t now)
-{
+static void burn(struct vcpu *v, int64_t now) {
     int64_t delta = now - v->c1.start_time;
-    if (delta <= 0)
-        return;
+    if (delta <= 0) return;
     int64_t x = delta * 10 + v->c1.residual;
     int64_t credits = floordiv64(x, 1000000);
     v->c1.residual = x - credits * 1000000;
@@ -162,10 +147,9 @@ static void burn(struct vcpu *v, int64_t now)
     v->c1.start_time = now;
 }
 
-/* -- _csched_cpu_pick ------------------------------------------------------------------- */
+/* ---- _csched_cpu_pick ------------------------------------------------------------ */
 
-static int cpu_pick(struct c1_priv *p, struct vcpu *v, bool commit)
-{
+static int cpu_pick(struct c1_priv *p, struct vcpu *v, bool commit) {
     struct host *h = p->h;
     int vcpu_cpu = v->cpu;
     int spc = -1;
@@ -174,8 +158,7 @@ static int cpu_pick(struct c1_priv *p, struct vcpu *v, bool commit)
     for (int step = SOFT; step <= HARD; step++) {
         mask_t cpus;
         if (step == SOFT) {
-            if (!v->has_soft || mask_empty(&v->smask))
-                continue;
+            if (!v->has_soft || mask_empty(&v->smask)) continue;
             cpus = v->smask;
         } else {
             cpus = v->hmask;
@@ -191,8 +174,7 @@ static int cpu_pick(struct c1_priv *p, struct vcpu *v, bool commit)
         if (cpu == vcpu_cpu && list_empty(&p->runq[cpu]))
             mask_set(&idlers, cpu); /* discount the vCPU itself: is_runq_idle() */
         cpus = mask_and(&cpus, &idlers);
-        if (!mask_test(&cpus, cpu) && !mask_empty(&cpus))
-            cpu = mask_cycle(cpu, &cpus);
+        if (!mask_test(&cpus, cpu) && !mask_empty(&cpus)) cpu = mask_cycle(cpu, &cpus);
         mask_clear(&cpus, cpu);
         while (!mask_empty(&cpus)) {
             int nxt = mask_cycle(cpu, &cpus);
@@ -223,18 +205,15 @@ static int cpu_pick(struct c1_priv *p, struct vcpu *v, bool commit)
                 cpus = mask_andnot(&cpus, &nxt_idlers);
             }
         }
-        if (mask_test(&idlers, cpu))
-            break;
+        if (mask_test(&idlers, cpu)) break;
     }
-    if (commit && spc >= 0)
-        p->idle_bias[spc] = cpu;
+    if (commit && spc >= 0) p->idle_bias[spc] = cpu;
     return cpu;
 }
 
-/* -- __runq_tickle ------------------------------------------------------------------------ */
+/* ---- __runq_tickle --------------------------------------------------------------- */
 
-static void tickle(struct c1_priv *p, struct vcpu *nw)
-{
+static void tickle(struct c1_priv *p, struct vcpu *nw) {
     struct host *h = p->h;
     int cpu = nw->cpu;
     struct vcpu *cur = h->cur[cpu];
@@ -248,24 +227,20 @@ static void tickle(struct c1_priv *p, struct vcpu *nw)
         for (int step = SOFT; step <= HARD; step++) {
             mask_t new_idlers;
             if (step == SOFT) {
-                if (!nw->has_soft)
-                    continue;
+                if (!nw->has_soft) continue;
                 new_idlers = mask_and(&nw->smask, &p->idlers);
-                if (mask_empty(&new_idlers))
-                    continue;
+                if (mask_empty(&new_idlers)) continue;
             } else {
                 new_idlers = mask_and(&nw->hmask, &p->idlers);
             }
             if (mask_empty(&new_idlers)) {
-                if (nw->c1.pri > cur_pri)
-                    target = cpu;
+                if (nw->c1.pri > cur_pri) target = cpu;
             } else {
                 int t = mask_cycle(p->last_tickle[cpu], &new_idlers);
                 p->last_tickle[cpu] = t;
                 target = t;
             }
-            if (target >= 0)
-                break;
+            if (target >= 0) break;
         }
     }
     if (target >= 0) {
@@ -274,31 +249,24 @@ static void tickle(struct c1_priv *p, struct vcpu *nw)
     }
 }
 
-/* -- csched_load_balance / csched_runq_steal ------------------------------------------------ */
+/* ---- csched_load_balance / csched_runq_steal ------------------------------------- */
 
-static struct vcpu *runq_steal(struct c1_priv *p, int peer, int cpu, int pri, int step)
-{
+static struct vcpu *runq_steal(struct c1_priv *p, int peer, int cpu, int pri, int step) {
     struct host *h = p->h;
-    if (!h->cur[peer])
-        return NULL; /* an idle peer is about to take its own work */
+    if (!h->cur[peer]) return NULL; /* an idle peer is about to take its own work */
     struct vcpu *v;
     list_for_each_entry(v, &p->runq[peer], c1.runq_elem) {
-        if (v->c1.pri <= pri)
-            break;
-        if (v->is_running)
-            continue;
+        if (v->c1.pri <= pri) break;
+        if (v->is_running) continue;
         const mask_t *mask;
         if (step == SOFT) {
-            if (!v->has_soft)
-                continue;
+            if (!v->has_soft) continue;
             mask = &v->smask;
         } else {
             mask = &v->hmask;
         }
-        if (!mask_test(mask, cpu))
-            continue;
-        if (p->migr_delay && h->now - v->c1.last_sched < p->migr_delay)
-            continue;
+        if (!mask_test(mask, cpu)) continue;
+        if (p->migr_delay && h->now - v->c1.last_sched < p->migr_delay) continue;
         runq_remove(p, peer, v);
         nr_dec(p, peer);
         v->cpu = cpu;
@@ -308,8 +276,7 @@ static struct vcpu *runq_steal(struct c1_priv *p, int peer, int cpu, int pri, in
     return NULL;
 }
 
-static struct vcpu *load_balance(struct c1_priv *p, int cpu, int pri)
-{
+static struct vcpu *load_balance(struct c1_priv *p, int cpu, int pri) {
     if (!(pri == PRI_OVER ? p->nq_hi : p->nq))
         return NULL; /* nothing queued anywhere that could be stolen */
     struct host *h = p->h;
@@ -333,18 +300,16 @@ static struct vcpu *load_balance(struct c1_priv *p, int cpu, int pri)
                 }
             }
             peer_node = peer_node + 1 < nnodes ? peer_node + 1 : 0;
-            if (peer_node == node)
-                break;
+            if (peer_node == node) break;
         }
     }
     return NULL;
 }
 
-/* -- csched_schedule --------------------------------------------------------------------------- */
+/* ---- csched_schedule ------------------------------------------------------------- */
 
 static struct vcpu *c1_schedule(struct host *h, struct pool *pool, int cpu, struct vcpu *prev,
-                                int64_t *tslice, bool *lazy)
-{
+                                int64_t *tslice, bool *lazy) {
     struct c1_priv *p = pool->priv;
     int64_t now = h->now;
     mask_clear(&p->lazy, cpu);
@@ -385,12 +350,9 @@ static struct vcpu *c1_schedule(struct host *h, struct pool *pool, int cpu, stru
     }
     mask_clear(&p->idlers, cpu);
     mask_set(&p->busy, cpu);
-    if (snext != prev)
-        snext->c1.start_time = now;
-    if (snext->c1.pri == PRI_BOOST)
-        mask_set(&p->boosted, cpu);
-    if (!snext->c1.active)
-        mask_set(&p->inactive, cpu);
+    if (snext != prev) snext->c1.start_time = now;
+    if (snext->c1.pri == PRI_BOOST) mask_set(&p->boosted, cpu);
+    if (!snext->c1.active) mask_set(&p->inactive, cpu);
     mask_t step_mask;
     if (snext->has_soft && mask_test(&snext->smask, cpu)) {
         mask_clear(&p->outside_soft, cpu);
@@ -411,27 +373,24 @@ static struct vcpu *c1_schedule(struct host *h, struct pool *pool, int cpu, stru
      * it could steal (only if OVER) or someone queues here: defer it. */
     if (list_empty(&p->runq[cpu]) && (snext->c1.pri != PRI_OVER || !p->nq_hi)) {
         mask_set(&p->lazy, cpu);
-        if (snext->c1.pri == PRI_OVER)
-            mask_set(&p->lazy_over, cpu);
+        if (snext->c1.pri == PRI_OVER) mask_set(&p->lazy_over, cpu);
         *lazy = true;
     }
     return snext;
 }
 
-/* -- csched_acct --------------------------------------------------------------------------------- */
+/* ---- csched_acct ----------------------------------------------------------------- */
 
 static void acct_timer(struct host *h, void *a, int64_t b);
 
-static void acct_timer(struct host *h, void *a, int64_t b)
-{
+static void acct_timer(struct host *h, void *a, int64_t b) {
     (void)b;
     struct c1_priv *p = a;
     int64_t now = h->now;
     host_timer(h, now + TSLICE_NS, acct_timer, p, 0);
     int64_t weight_total = p->weight;
     __int128 credit_total = p->credit;
-    if (p->credit_balance < 0)
-        credit_total -= p->credit_balance;
+    if (p->credit_balance < 0) credit_total -= p->credit_balance;
     if (weight_total == 0) {
         p->credit_balance = 0;
         return;
@@ -454,9 +413,8 @@ static void acct_timer(struct host *h, void *a, int64_t b)
         weight_left -= (__int128)sd->weight * n_act;
         __int128 credit_peak = (__int128)n_act * CREDITS_PER_TSLICE;
         if (prev_balance < 0)
-            credit_peak += floordiv128(-(__int128)prev_balance * sd->weight * n_act +
-                                           weight_total - 1,
-                                       weight_total);
+            credit_peak += floordiv128(
+                -(__int128)prev_balance * sd->weight * n_act + weight_total - 1, weight_total);
         __int128 credit_fair =
             floordiv128(credit_total * sd->weight * n_act + weight_total - 1, weight_total);
         if (credit_fair < credit_peak) {
@@ -480,8 +438,7 @@ static void acct_timer(struct host *h, void *a, int64_t b)
             bool old_hi = v->c1.pri >= PRI_UNDER;
             if (credit < 0) {
                 v->c1.pri = PRI_OVER;
-                if (credit < -CREDITS_PER_TSLICE)
-                    credit = -CREDITS_PER_TSLICE;
+                if (credit < -CREDITS_PER_TSLICE) credit = -CREDITS_PER_TSLICE;
             } else {
                 v->c1.pri = PRI_UNDER;
                 if (credit > CREDITS_PER_TSLICE) {
@@ -489,8 +446,7 @@ static void acct_timer(struct host *h, void *a, int64_t b)
                     v->c1.flags |= F_STOPPED;
                     any_stopped = true;
                     credit = floordiv64(credit, 2);
-                    if (v->is_running)
-                        mask_set(&p->inactive, v->cpu);
+                    if (v->is_running) mask_set(&p->inactive, v->cpu);
                 }
             }
             v->c1.credit = credit;
@@ -498,8 +454,7 @@ static void acct_timer(struct host *h, void *a, int64_t b)
             bool new_hi = v->c1.pri >= PRI_UNDER;
             if (v->c1.on_runq && old_hi != new_hi) {
                 if (new_hi) {
-                    if (!p->nq_hi)
-                        arm_lazy_over(p);
+                    if (!p->nq_hi) arm_lazy_over(p);
                     p->nq_hi++;
                 } else {
                     p->nq_hi--;
@@ -530,19 +485,17 @@ static void acct_timer(struct host *h, void *a, int64_t b)
     p->runq_sort++;
 }
 
-/* -- csched_tick ------------------------------------------------------------------------------------ */
+/* ---- csched_tick ----------------------------------------------------------------- */
 
 /* csched_runq_sort: UNDER (and BOOST) ahead of OVER, order kept otherwise. */
-static void sort_runqs(struct c1_priv *p)
-{
+static void sort_runqs(struct c1_priv *p) {
     mask_t m = p->queued;
     MASK_FOREACH(c, &m) {
         /* Xen's loop: each UNDER one moves up to just after the last UNDER one. */
         struct list_head *last_under = &p->runq[c];
         struct vcpu *v, *nx;
         list_for_each_entry_safe(v, nx, &p->runq[c], c1.runq_elem) {
-            if (v->c1.pri < PRI_UNDER)
-                continue;
+            if (v->c1.pri < PRI_UNDER) continue;
             if (v->c1.runq_elem.prev != last_under) {
                 list_del(&v->c1.runq_elem);
                 list_add(&v->c1.runq_elem, last_under);
@@ -553,8 +506,7 @@ static void sort_runqs(struct c1_priv *p)
 }
 
 /* _repick_candidates: busy pCPUs where _csched_cpu_pick may not answer "stay". */
-static mask_t repick_candidates(struct c1_priv *p, mask_t busy)
-{
+static mask_t repick_candidates(struct c1_priv *p, mask_t busy) {
     struct host *h = p->h;
     mask_t idle = p->idlers;
     mask_t todo = mask_or(&p->queued, &p->outside_soft);
@@ -567,8 +519,7 @@ static mask_t repick_candidates(struct c1_priv *p, mask_t busy)
     }
     /* sorted(counts, reverse=True)[0], [1] (0 if one node) */
     for (int n = 0; n < h->nnodes; n++)
-        if (counts[n] > top)
-            top = counts[n];
+        if (counts[n] > top) top = counts[n];
     second = -1;
     for (int n = 0; n < h->nnodes; n++) {
         if (counts[n] == top)
@@ -582,8 +533,7 @@ static mask_t repick_candidates(struct c1_priv *p, mask_t busy)
         second = 0;
     for (int n = 0; n < h->nnodes; n++) {
         mask_t bm = mask_and(&busy, &h->node_mask[n]);
-        if (mask_empty(&bm))
-            continue;
+        if (mask_empty(&bm)) continue;
         int others = counts[n] == top ? second : top;
         if (others > 2 * (counts[n] + 1)) {
             mask_t spread = mask_and(&bm, &p->spread);
@@ -596,8 +546,7 @@ static mask_t repick_candidates(struct c1_priv *p, mask_t busy)
             mask_t nb = mask_and(&busy, &nm);
             nb = mask_andnot(&nb, &todo);
             mask_t rest = mask_and(&idle, &nm);
-            if (mask_empty(&nb) || mask_empty(&rest))
-                continue;
+            if (mask_empty(&nb) || mask_empty(&rest)) continue;
             bool whole_idle_core = false;
             for (int c = mask_first(&rest); c >= 0; c = mask_first(&rest)) {
                 if (mask_subset(&h->sib_mask[c], &idle)) {
@@ -606,13 +555,11 @@ static mask_t repick_candidates(struct c1_priv *p, mask_t busy)
                 }
                 rest = mask_andnot(&rest, &h->sib_mask[c]);
             }
-            if (!whole_idle_core)
-                continue;
+            if (!whole_idle_core) continue;
             MASK_FOREACH(c, &nb) {
                 mask_t o = mask_and(&idle, &h->sib_mask[c]);
                 mask_clear(&o, c);
-                if (mask_empty(&o))
-                    mask_set(&todo, c);
+                if (mask_empty(&o)) mask_set(&todo, c);
             }
         }
     }
@@ -620,10 +567,8 @@ static mask_t repick_candidates(struct c1_priv *p, mask_t busy)
 }
 
 /* csched_unit_acct */
-static void unit_acct(struct c1_priv *p, int cpu, struct vcpu *v)
-{
-    if (v->c1.pri == PRI_BOOST)
-        v->c1.pri = PRI_UNDER;
+static void unit_acct(struct c1_priv *p, int cpu, struct vcpu *v) {
+    if (v->c1.pri == PRI_BOOST) v->c1.pri = PRI_UNDER;
     if (!v->c1.active) {
         acct_start(p, v);
         return;
@@ -634,15 +579,13 @@ static void unit_acct(struct c1_priv *p, int cpu, struct vcpu *v)
     }
 }
 
-static void tick_timer(struct host *h, void *a, int64_t b)
-{
+static void tick_timer(struct host *h, void *a, int64_t b) {
     (void)b;
     struct c1_priv *p = a;
     int64_t now = h->now;
     host_timer(h, now + TICK_NS, tick_timer, p, 0);
     mask_t busy = p->busy;
-    if (mask_empty(&busy))
-        return;
+    if (mask_empty(&busy)) return;
     if (p->sorted_epoch != p->runq_sort) {
         p->sorted_epoch = p->runq_sort;
         sort_runqs(p);
@@ -655,22 +598,19 @@ static void tick_timer(struct host *h, void *a, int64_t b)
         mask_t repick = repick_candidates(p, busy);
         todo = mask_or(&todo, &repick);
     }
-    if (mask_empty(&todo))
-        return;
+    if (mask_empty(&todo)) return;
     int start = (int)mt_randbelow(&p->pool->rng, h->ncpus);
     MASK_FOREACH_CYCLIC(c, start, &todo) {
         struct vcpu *v = h->cur[c];
-        if (!v || v->dom->pool != p->pool)
-            continue;
+        if (!v || v->dom->pool != p->pool) continue;
         unit_acct(p, c, v);
         host_flush(h);
     }
 }
 
-/* -- hooks (struct scheduler) ----------------------------------------------------------------------- */
+/* ---- hooks (struct scheduler) ---------------------------------------------------- */
 
-static void c1_start(struct host *h, struct pool *pool)
-{
+static void c1_start(struct host *h, struct pool *pool) {
     struct c1_priv *p = pool->priv;
     int64_t now = h->now;
     host_timer(h, now - (now - floordiv64(now, TICK_NS) * TICK_NS) + TICK_NS, tick_timer, p, 0);
@@ -680,8 +620,7 @@ static void c1_start(struct host *h, struct pool *pool)
 }
 
 /* csched_aff_cntl */
-static void c1_affinity_changed(struct host *h, struct pool *pool, struct vcpu *v)
-{
+static void c1_affinity_changed(struct host *h, struct pool *pool, struct vcpu *v) {
     (void)h;
     (void)pool;
     if (mask_weight(&v->hard) == 1)
@@ -691,16 +630,14 @@ static void c1_affinity_changed(struct host *h, struct pool *pool, struct vcpu *
 }
 
 /* csched_res_pick: remember the move so the wake after it does not boost. */
-static int c1_pick_resource(struct host *h, struct pool *pool, struct vcpu *v)
-{
+static int c1_pick_resource(struct host *h, struct pool *pool, struct vcpu *v) {
     (void)h;
     v->c1.flags |= F_MIGRATING;
     return cpu_pick(pool->priv, v, true);
 }
 
 /* csched_unit_insert */
-static void c1_insert(struct host *h, struct pool *pool, struct vcpu *v)
-{
+static void c1_insert(struct host *h, struct pool *pool, struct vcpu *v) {
     struct c1_priv *p = pool->priv;
     struct dom *d = v->dom;
     if (!d->c1.present) {
@@ -723,16 +660,13 @@ static void c1_insert(struct host *h, struct pool *pool, struct vcpu *v)
 }
 
 /* csched_unit_remove */
-static void c1_remove(struct host *h, struct pool *pool, struct vcpu *v)
-{
+static void c1_remove(struct host *h, struct pool *pool, struct vcpu *v) {
     (void)h;
-    if (v->c1.active)
-        acct_stop(pool->priv, v);
+    if (v->c1.active) acct_stop(pool->priv, v);
 }
 
 /* csched_unit_sleep */
-static void c1_sleep(struct host *h, struct pool *pool, struct vcpu *v)
-{
+static void c1_sleep(struct host *h, struct pool *pool, struct vcpu *v) {
     struct c1_priv *p = pool->priv;
     if (h->cur[v->cpu] == v) {
         host_raise_softirq(h, v->cpu);
@@ -743,45 +677,37 @@ static void c1_sleep(struct host *h, struct pool *pool, struct vcpu *v)
 }
 
 /* csched_unit_wake: BOOST (unless migrating), queue, tickle. */
-static void c1_wake(struct host *h, struct pool *pool, struct vcpu *v)
-{
+static void c1_wake(struct host *h, struct pool *pool, struct vcpu *v) {
     struct c1_priv *p = pool->priv;
-    if (h->cur[v->cpu] == v || v->c1.on_runq)
-        return;
+    if (h->cur[v->cpu] == v || v->c1.on_runq) return;
     int migrating = v->c1.flags & F_MIGRATING;
     v->c1.flags &= ~F_MIGRATING;
-    if (!migrating && v->c1.pri == PRI_UNDER)
-        v->c1.pri = PRI_BOOST;
+    if (!migrating && v->c1.pri == PRI_UNDER) v->c1.pri = PRI_BOOST;
     runq_insert(p, v->cpu, v);
     nr_inc(p, v->cpu);
     tickle(p, v);
 }
 
-static void c1_context_saved(struct host *h, struct pool *pool, struct vcpu *v)
-{
+static void c1_context_saved(struct host *h, struct pool *pool, struct vcpu *v) {
     (void)h;
     (void)pool;
     (void)v;
 }
 
-static void c1_move(struct host *h, struct pool *pool, struct vcpu *v, int cpu)
-{
+static void c1_move(struct host *h, struct pool *pool, struct vcpu *v, int cpu) {
     (void)h;
     (void)pool;
     v->cpu = cpu; /* no migrate hook: sched_set_res() */
 }
 
 /* Credit1.__init__ */
-static int c1_init(struct host *h, struct pool *pool)
-{
+static int c1_init(struct host *h, struct pool *pool) {
     struct c1_priv *p = calloc(1, sizeof *p);
-    if (!p)
-        return -1;
+    if (!p) return -1;
     p->h = h;
     p->pool = pool;
     p->cpus = pool->cpus;
-    for (int c = 0; c < MAX_CPUS; c++)
-        INIT_LIST_HEAD(&p->runq[c]);
+    for (int c = 0; c < MAX_CPUS; c++) INIT_LIST_HEAD(&p->runq[c]);
     INIT_LIST_HEAD(&p->active_sdom);
     p->migr_delay = 0; /* vcpu_migration_delay: the engine never sets it */
     for (int c = 0; c < h->ncpus; c++) {
@@ -798,14 +724,12 @@ static int c1_init(struct host *h, struct pool *pool)
     p->credit = (int64_t)CREDITS_PER_TSLICE * mask_weight(&pool->cpus);
     p->smt = false;
     for (int c = 0; c < h->ncpus; c++)
-        if (mask_weight(&h->sib_mask[c]) > 1)
-            p->smt = true;
+        if (mask_weight(&h->sib_mask[c]) > 1) p->smt = true;
     pool->priv = p;
     return 0;
 }
 
-static void c1_free(struct host *h, struct pool *pool)
-{
+static void c1_free(struct host *h, struct pool *pool) {
     (void)h;
     free(pool->priv);
     pool->priv = NULL;

@@ -18,26 +18,26 @@ struct sched_ops;
  * on_runq, last_sched, start_time) plus the intrusive links that replace the
  * Python containers holding it. */
 struct c1_vcpu {
-    int64_t credit;       /* credits: may go negative */
-    int64_t residual;     /* burn_credits' sub-credit remainder, in [0, 1e6) */
+    int64_t credit;   /* credits: may go negative */
+    int64_t residual; /* burn_credits' sub-credit remainder, in [0, 1e6) */
     int64_t last_sched;
-    int64_t start_time;   /* credits are burnt up to here */
-    int pri;              /* PRI_BOOST .. PRI_IDLE */
-    int flags;            /* C1_F_* */
-    bool active;          /* on its SDom's active list */
+    int64_t start_time; /* credits are burnt up to here */
+    int pri;            /* PRI_BOOST .. PRI_IDLE */
+    int flags;          /* C1_F_* */
+    bool active;        /* on its SDom's active list */
     bool on_runq;
-    struct list_head runq_elem;    /* its link on runq[cpu] (ordered by priority) */
-    struct list_head active_elem;  /* its link on SDom.active (insertion ordered) */
+    struct list_head runq_elem;   /* its link on runq[cpu] (ordered by priority) */
+    struct list_head active_elem; /* its link on SDom.active (insertion ordered) */
 };
 
 /* struct csched_dom (credit1.py SDom), embedded in struct dom. */
 struct c1_dom {
-    bool present;         /* dom.sdom is not None */
-    bool in_active_sdom;  /* a key of Credit1.active_sdom */
-    int64_t weight;       /* fixed when the SDom is made (csched_alloc_domdata) */
-    int n_active;         /* len(SDom.active) */
-    struct list_head active;       /* SDom.active: c1_vcpu.active_elem */
-    struct list_head sdom_elem;    /* its link on Credit1.active_sdom (insertion ordered) */
+    bool present;               /* dom.sdom is not None */
+    bool in_active_sdom;        /* a key of Credit1.active_sdom */
+    int64_t weight;             /* fixed when the SDom is made (csched_alloc_domdata) */
+    int n_active;               /* len(SDom.active) */
+    struct list_head active;    /* SDom.active: c1_vcpu.active_elem */
+    struct list_head sdom_elem; /* its link on Credit1.active_sdom (insertion ordered) */
 };
 
 /* The per-pool private state (Credit1's attributes) is struct c1_priv, private

@@ -36,7 +36,7 @@
 
 #define C2(v) (&(v)->c2)
 
-/* -- small helpers ------------------------------------------------------- */
+/* ---- small helpers --------------------------------------------------------------- */
 
 static inline int64_t i64_abs(int64_t x) { return x < 0 ? -x : x; }
 
@@ -44,15 +44,11 @@ static inline int64_t i64_abs(int64_t x) { return x < 0 ? -x : x; }
 static inline int64_t shl_p(int64_t x) { return x * ((int64_t)1 << P); }
 
 /* Python's (a * b) >> W, a * b possibly past 2^63 and negative. */
-static inline int64_t mul_shr_w(int64_t a, int64_t b)
-{
-    return (int64_t)(((__int128)a * b) >> W);
-}
+static inline int64_t mul_shr_w(int64_t a, int64_t b) { return (int64_t)(((__int128)a * b) >> W); }
 
-/* -- runqueues: cpu_add_to_runqueue + init_cpu_runqueue ---------------------- */
+/* ---- runqueues: cpu_add_to_runqueue + init_cpu_runqueue -------------------------- */
 
-static void runq_init(struct c2_runq *rqd, int cpu)
-{
+static void runq_init(struct c2_runq *rqd, int cpu) {
     memset(rqd, 0, sizeof *rqd);
     INIT_LIST_HEAD(&rqd->runq);
     INIT_LIST_HEAD(&rqd->svc);
@@ -61,8 +57,7 @@ static void runq_init(struct c2_runq *rqd, int cpu)
 }
 
 /* cpu_runqueue_siblings_match: room for cpu and all its siblings. */
-static bool siblings_fit(const struct host *h, const struct c2_runq *rqd, int cpu, int max_cpus)
-{
+static bool siblings_fit(const struct host *h, const struct c2_runq *rqd, int cpu, int max_cpus) {
     mask_t seen;
     mask_zero(&seen);
     int total = 0;
@@ -75,8 +70,7 @@ static bool siblings_fit(const struct host *h, const struct c2_runq *rqd, int cp
     return total + mask_weight(&h->sib_mask[cpu]) <= max_cpus;
 }
 
-static void add_cpu(struct c2_priv *p, int cpu)
-{
+static void add_cpu(struct c2_priv *p, int cpu) {
     const struct host *h = p->h;
     int online = h->ncpus_online;
     int min_rqs = (online - 1) / MAX_CPUS_RUNQ + 1;
@@ -85,14 +79,13 @@ static void add_cpu(struct c2_priv *p, int cpu)
     struct c2_runq *valid = NULL;
     for (int i = 0; i < p->nrqds; i++) {
         struct c2_runq *rqd = &p->rqds[i];
-        if (h->node_of[rqd->pick_bias] != h->node_of[cpu])
-            continue;
+        if (h->node_of[rqd->pick_bias] != h->node_of[cpu]) continue;
         if (mask_intersects(&rqd->active, sib)) {
             valid = rqd;
             break;
         }
-        if (rqd->refcnt < max_cpus_runq && siblings_fit(h, rqd, cpu, max_cpus_runq)
-            && (valid == NULL || rqd->refcnt < valid->refcnt))
+        if (rqd->refcnt < max_cpus_runq && siblings_fit(h, rqd, cpu, max_cpus_runq) &&
+            (valid == NULL || rqd->refcnt < valid->refcnt))
             valid = rqd;
     }
     if (valid == NULL) {
@@ -115,14 +108,12 @@ static void add_cpu(struct c2_priv *p, int cpu)
     mask_set(&rqd->active, cpu);
     mask_set(&rqd->smt_idle, cpu);
     rqd->nr_cpus++;
-    if (rqd->nr_cpus == 1)
-        rqd->pick_bias = cpu;
+    if (rqd->nr_cpus == 1) rqd->pick_bias = cpu;
 }
 
-/* -- load tracking ------------------------------------------------------------ */
+/* ---- load tracking --------------------------------------------------------------- */
 
-static void update_runq_load(struct c2_runq *rqd, int64_t change, int64_t now)
-{
+static void update_runq_load(struct c2_runq *rqd, int64_t change, int64_t now) {
     now >>= GRAN_SHIFT;
     int64_t load = rqd->load;
     int64_t last = rqd->load_last;
@@ -138,8 +129,7 @@ static void update_runq_load(struct c2_runq *rqd, int64_t change, int64_t now)
     rqd->load_last = now;
 }
 
-static void update_svc_load(struct vcpu *v, int change, int64_t now)
-{
+static void update_svc_load(struct vcpu *v, int change, int64_t now) {
     struct c2_vcpu *s = C2(v);
     int64_t unit_load;
     if (change == -1)
@@ -159,24 +149,21 @@ static void update_svc_load(struct vcpu *v, int change, int64_t now)
     s->load_last = now;
 }
 
-/* -- runqueue membership (runq_assign / _runq_deassign) ----------------------- */
+/* ---- runqueue membership (runq_assign / _runq_deassign) -------------------------- */
 
-static void update_max_weight(struct c2_runq *rqd, int64_t new_weight, int64_t old_weight)
-{
+static void update_max_weight(struct c2_runq *rqd, int64_t new_weight, int64_t old_weight) {
     if (new_weight > rqd->max_weight) {
         rqd->max_weight = new_weight;
     } else if (old_weight == rqd->max_weight) {
         int64_t m = 1;
         struct vcpu *v;
         list_for_each_entry(v, &rqd->svc, c2.svc_elem)
-            if (v->dom->weight > m)
-                m = v->dom->weight;
+            if (v->dom->weight > m) m = v->dom->weight;
         rqd->max_weight = m;
     }
 }
 
-static void assign(struct vcpu *v, struct c2_runq *rqd)
-{
+static void assign(struct vcpu *v, struct c2_runq *rqd) {
     struct c2_vcpu *s = C2(v);
     s->rqd = rqd;
     list_add_tail(&s->svc_elem, &rqd->svc);
@@ -184,8 +171,7 @@ static void assign(struct vcpu *v, struct c2_runq *rqd)
     rqd->b_avgload += s->avgload;
 }
 
-static void deassign(struct vcpu *v)
-{
+static void deassign(struct vcpu *v) {
     struct c2_vcpu *s = C2(v);
     struct c2_runq *rqd = s->rqd;
     list_del(&s->svc_elem);
@@ -196,8 +182,7 @@ static void deassign(struct vcpu *v)
 }
 
 /* runq_insert: ordered by credit, after those with as much or more. */
-static void runq_insert(struct c2_priv *p, struct vcpu *v)
-{
+static void runq_insert(struct c2_priv *p, struct vcpu *v) {
     struct c2_runq *rq = p->rqd_of[v->cpu];
     struct c2_vcpu *s = C2(v);
     int64_t credit = s->credit;
@@ -209,36 +194,32 @@ static void runq_insert(struct c2_priv *p, struct vcpu *v)
 }
 
 /* rqd.runq[0], or NULL if empty */
-static inline struct vcpu *runq_head(const struct c2_runq *rqd)
-{
+static inline struct vcpu *runq_head(const struct c2_runq *rqd) {
     return list_empty(&rqd->runq) ? NULL : list_first_entry(&rqd->runq, struct vcpu, c2.runq_elem);
 }
 
-static void runq_remove(struct vcpu *v)
-{
+static void runq_remove(struct vcpu *v) {
     list_del(&C2(v)->runq_elem);
     C2(v)->on_runq = false;
 }
 
-/* -- credits -------------------------------------------------------------------- */
+/* ---- credits --------------------------------------------------------------------- */
 
 /* burn_credits / t2c_update */
-static inline void burn(const struct c2_runq *rqd, struct vcpu *v, int64_t now)
-{
+static inline void burn(const struct c2_runq *rqd, struct vcpu *v, int64_t now) {
     struct c2_vcpu *s = C2(v);
     int64_t delta = now - s->start_time;
-    if (delta <= 0)
-        return;
+    if (delta <= 0) return;
     int64_t w = v->dom->weight;
     int64_t num, val;
-    if (!__builtin_mul_overflow(delta, rqd->max_weight, &num)
-        && !__builtin_add_overflow(num, s->residual, &num)) {
+    if (!__builtin_mul_overflow(delta, rqd->max_weight, &num) &&
+        !__builtin_add_overflow(num, s->residual, &num)) {
         val = floordivmod64(num, w, &s->residual);
     } else { /* delta * max_weight past 2^63 (a long idle gap): Python does not overflow */
         __int128 n = (__int128)delta * rqd->max_weight + s->residual;
         __int128 q = floordiv128(n, w);
         s->residual = (int64_t)(n - q * w);
-        val = q > (__int128)INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)q;  /* clipped below */
+        val = q > (__int128)INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)q; /* clipped below */
     }
     int64_t credit = s->credit - val;
     s->credit = credit > CREDIT_MIN ? credit : CREDIT_MIN;
@@ -246,60 +227,49 @@ static inline void burn(const struct c2_runq *rqd, struct vcpu *v, int64_t now)
 }
 
 /* reset_credit: everyone in the runqueue gets CREDIT_INIT more, clipped. */
-static void reset_credit(struct c2_priv *p, struct c2_runq *rqd, int64_t now, struct vcpu *snext)
-{
+static void reset_credit(struct c2_priv *p, struct c2_runq *rqd, int64_t now, struct vcpu *snext) {
     int64_t reset = CREDIT_INIT;
-    if (C2(snext)->credit == CREDIT_MIN)
-        reset += CREDIT_INIT;
+    if (C2(snext)->credit == CREDIT_MIN) reset += CREDIT_INIT;
     struct vcpu **cur = p->h->cur;
     const int64_t top = CREDIT_INIT + CARRYOVER_MAX;
     struct vcpu *v;
     list_for_each_entry(v, &rqd->svc, c2.svc_elem) {
         struct c2_vcpu *s = C2(v);
-        if (cur[v->cpu] == v)
-            burn(rqd, v, now);
+        if (cur[v->cpu] == v) burn(rqd, v, now);
         int64_t credit = s->credit + reset;
         s->credit = credit < top ? credit : top;
         s->start_time = now;
     }
 }
 
-/* -- tickling ------------------------------------------------------------------- */
+/* ---- tickling -------------------------------------------------------------------- */
 
-static void tickle_cpu(struct c2_priv *p, int cpu, struct c2_runq *rqd)
-{
+static void tickle_cpu(struct c2_priv *p, int cpu, struct c2_runq *rqd) {
     mask_set(&rqd->tickled, cpu);
     const mask_t *sibs = &p->sibling[cpu];
-    if (mask_subset(sibs, &rqd->smt_idle))
-        rqd->smt_idle = mask_andnot(&rqd->smt_idle, sibs);
+    if (mask_subset(sibs, &rqd->smt_idle)) rqd->smt_idle = mask_andnot(&rqd->smt_idle, sibs);
     host_raise_softirq(p->h, cpu);
 }
 
 /* smt_idle_set(cpu, idle & ~tickled, rqd) */
-static void smt_idle_set(struct c2_priv *p, int cpu, struct c2_runq *rqd)
-{
+static void smt_idle_set(struct c2_priv *p, int cpu, struct c2_runq *rqd) {
     const mask_t *sibs = &p->sibling[cpu];
     for (int k = 0; k < MASK_WORDS; k++)
-        if (((rqd->idle.w[k] & ~rqd->tickled.w[k]) & sibs->w[k]) != sibs->w[k])
-            return;
+        if (((rqd->idle.w[k] & ~rqd->tickled.w[k]) & sibs->w[k]) != sibs->w[k]) return;
     rqd->smt_idle = mask_or(&rqd->smt_idle, sibs);
 }
 
 /* _tickle_score: how much nv deserves cpu over what runs there (-1: leave it). */
-static inline int64_t tickle_score(struct c2_priv *p, struct vcpu *nv, int cpu, int64_t now)
-{
+static inline int64_t tickle_score(struct c2_priv *p, struct vcpu *nv, int cpu, int64_t now) {
     struct vcpu *cur = p->h->cur[cpu];
     if (cur == NULL || now - cur->state_entry <= RATELIMIT_NS - RATELIMIT_TICKLE_TOLERANCE)
         return -1;
     burn(p->rqd_of[cpu], cur, now);
     int64_t score = C2(nv)->credit - C2(cur)->credit;
-    if (nv->cpu != cpu)
-        score -= MIGRATE_RESIST;
+    if (nv->cpu != cpu) score -= MIGRATE_RESIST;
     if (score > 0) {
-        if (mask_test(&nv->soft, cpu))
-            score += CREDIT_INIT;
-        if (!mask_test(&cur->soft, cpu))
-            score += CREDIT_INIT;
+        if (mask_test(&nv->soft, cpu)) score += CREDIT_INIT;
+        if (!mask_test(&cur->soft, cpu)) score += CREDIT_INIT;
     }
     return score;
 }
@@ -308,8 +278,7 @@ static inline int64_t tickle_score(struct c2_priv *p, struct vcpu *nv, int cpu, 
  * above *bestp (>= 0, so a -1 never wins). Python inlines the score for speed; here
  * the compiler does. */
 static int best_to_preempt(struct c2_priv *p, struct vcpu *nv, const mask_t *mask, int64_t now,
-                           int64_t *bestp)
-{
+                           int64_t *bestp) {
     int ipid = -1;
     MASK_FOREACH(i, mask) {
         int64_t score = tickle_score(p, nv, i, now);
@@ -322,8 +291,7 @@ static int best_to_preempt(struct c2_priv *p, struct vcpu *nv, const mask_t *mas
 }
 
 /* runq_tickle: idle core, idle pCPU (soft then hard), else best to preempt. */
-static void runq_tickle(struct c2_priv *p, struct vcpu *nv, int64_t now)
-{
+static void runq_tickle(struct c2_priv *p, struct vcpu *nv, int64_t now) {
     struct c2_vcpu *s = C2(nv);
     int cpu = nv->cpu;
     struct c2_runq *rqd = s->rqd;
@@ -335,14 +303,12 @@ static void runq_tickle(struct c2_priv *p, struct vcpu *nv, int64_t now)
         for (int step = 0; step < 2; step++) {
             mask_t aff, m;
             if (step == 0) {
-                if (!nv->has_soft)
-                    continue;
+                if (!nv->has_soft) continue;
                 aff = mask_and(&nv->soft, &nv->hard);
             } else {
                 aff = nv->hard;
             }
-            for (int k = 0; k < MASK_WORDS; k++)
-                aff.w[k] &= online->w[k];
+            for (int k = 0; k < MASK_WORDS; k++) aff.w[k] &= online->w[k];
             m = mask_and(&rqd->smt_idle, &aff);
             if (!mask_empty(&m)) {
                 ipid = mask_test_or_cycle(cpu, &m);
@@ -359,35 +325,31 @@ static void runq_tickle(struct c2_priv *p, struct vcpu *nv, int64_t now)
             int64_t best = 0;
             mask_t mask;
             for (int k = 0; k < MASK_WORDS; k++)
-                mask.w[k] = rqd->active.w[k] & ~rqd->idle.w[k] & ~rqd->tickled.w[k]
-                            & nv->hard.w[k] & online->w[k];
+                mask.w[k] = rqd->active.w[k] & ~rqd->idle.w[k] & ~rqd->tickled.w[k] &
+                            nv->hard.w[k] & online->w[k];
             if (mask_test(&mask, cpu)) {
                 mask_clear(&mask, cpu);
                 int64_t score = tickle_score(p, nv, cpu, now);
                 if (score > best) {
                     best = score;
                     ipid = cpu;
-                    if (mask_test(&nv->soft, cpu))
-                        mask_zero(&mask);
+                    if (mask_test(&nv->soft, cpu)) mask_zero(&mask);
                 }
             }
             if (!mask_empty(&mask)) {
                 int i = best_to_preempt(p, nv, &mask, now, &best);
-                if (i >= 0)
-                    ipid = i;
+                if (i >= 0) ipid = i;
             }
-            if (ipid < 0)
-                return;
+            if (ipid < 0) return;
         }
     }
     tickle_cpu(p, ipid, rqd);
     s->tickled_cpu = ipid;
 }
 
-/* -- csched2_res_pick ------------------------------------------------------------- */
+/* ---- csched2_res_pick ------------------------------------------------------------ */
 
-static int pick_resource(struct c2_priv *p, struct vcpu *v)
-{
+static int pick_resource(struct c2_priv *p, struct vcpu *v) {
     struct c2_vcpu *s = C2(v);
     mask_t scratch = v->hmask;
     if (s->flags & C2_F_RUNQ_MIGRATE_REQUEST) {
@@ -406,13 +368,11 @@ static int pick_resource(struct c2_priv *p, struct vcpu *v)
     struct c2_runq *min_rqd = NULL, *min_s_rqd = NULL;
     for (int i = 0; i < p->nrqds; i++) {
         struct c2_runq *rqd = &p->rqds[i];
-        if (!mask_intersects(&scratch, &rqd->active))
-            continue;
+        if (!mask_intersects(&scratch, &rqd->active)) continue;
         int64_t load;
         if (rqd == s->rqd) {
             load = rqd->b_avgload - s->avgload;
-            if (load < 0)
-                load = 0;
+            if (load < 0) load = 0;
         } else {
             load = rqd->b_avgload;
         }
@@ -433,14 +393,11 @@ static int pick_resource(struct c2_priv *p, struct vcpu *v)
             min_rqd = rqd;
         }
     }
-    if (min_rqd == NULL)
-        abort(); /* the Python asserts: a vCPU with no pCPU of its pool */
+    if (min_rqd == NULL) abort(); /* the Python asserts: a vCPU with no pCPU of its pool */
     if (has_soft && min_s_rqd != NULL) {
-        for (int k = 0; k < MASK_WORDS; k++)
-            scratch.w[k] &= v->soft.w[k] & min_s_rqd->active.w[k];
+        for (int k = 0; k < MASK_WORDS; k++) scratch.w[k] &= v->soft.w[k] & min_s_rqd->active.w[k];
     } else {
-        for (int k = 0; k < MASK_WORDS; k++)
-            scratch.w[k] &= min_rqd->active.w[k];
+        for (int k = 0; k < MASK_WORDS; k++) scratch.w[k] &= min_rqd->active.w[k];
     }
     /* As in 4.17: the bias of the hard-affinity minimum, even for the soft one. */
     int new_cpu = mask_cycle(min_rqd->pick_bias, &scratch);
@@ -448,16 +405,14 @@ static int pick_resource(struct c2_priv *p, struct vcpu *v)
     return new_cpu;
 }
 
-/* -- balance_load ------------------------------------------------------------------ */
+/* ---- balance_load ---------------------------------------------------------------- */
 
-static inline bool migrateable(const struct vcpu *v, const struct c2_runq *rqd)
-{
+static inline bool migrateable(const struct vcpu *v, const struct c2_runq *rqd) {
     return !(C2(v)->flags & C2_F_RUNQ_MIGRATE_REQUEST) && mask_intersects(&v->hmask, &rqd->active);
 }
 
 /* migrate: a running unit is asked to move; a queued or idle one moves now. */
-static void migrate(struct c2_priv *p, struct vcpu *v, struct c2_runq *trqd, int64_t now)
-{
+static void migrate(struct c2_priv *p, struct vcpu *v, struct c2_runq *trqd, int64_t now) {
     struct c2_vcpu *s = C2(v);
     if (s->flags & C2_F_SCHEDULED) {
         s->migrate_rqd = trqd;
@@ -484,8 +439,7 @@ static void migrate(struct c2_priv *p, struct vcpu *v, struct c2_runq *trqd, int
     }
 }
 
-static void balance_load(struct c2_priv *p, int cpu, int64_t now)
-{
+static void balance_load(struct c2_priv *p, int cpu, int64_t now) {
     struct c2_runq *lrqd = p->rqd_of[cpu];
     update_runq_load(lrqd, 0, now);
     struct c2_runq *max_delta_rqd = NULL;
@@ -494,8 +448,7 @@ static void balance_load(struct c2_priv *p, int cpu, int64_t now)
     for (int i = 0; i < p->nrqds; i++) {
         struct c2_runq *orqd = &p->rqds[i];
         last = orqd; /* the last runqueue looked at */
-        if (orqd == lrqd)
-            continue;
+        if (orqd == lrqd) continue;
         update_runq_load(orqd, 0, now);
         int64_t delta = i64_abs(lrqd->b_avgload - orqd->b_avgload);
         if (delta > load_delta) {
@@ -503,14 +456,12 @@ static void balance_load(struct c2_priv *p, int cpu, int64_t now)
             max_delta_rqd = orqd;
         }
     }
-    if (max_delta_rqd == NULL)
-        return;
+    if (max_delta_rqd == NULL) return;
     /* As in 4.17, the capacity test reads the last runqueue of the loop. */
     int64_t load_max = lrqd->b_avgload > last->b_avgload ? lrqd->b_avgload : last->b_avgload;
     int64_t cpus_max = lrqd->nr_cpus > last->nr_cpus ? lrqd->nr_cpus : last->nr_cpus;
     if (load_max < shl_p(cpus_max)) {
-        if (load_delta < ((int64_t)1 << (P + UNDERLOAD_TOLERANCE)))
-            return;
+        if (load_delta < ((int64_t)1 << (P + UNDERLOAD_TOLERANCE))) return;
     } else if (load_delta < ((int64_t)1 << (P + OVERLOAD_TOLERANCE))) {
         return;
     }
@@ -522,14 +473,11 @@ static void balance_load(struct c2_priv *p, int cpu, int64_t now)
     struct vcpu *push, *pull;
     list_for_each_entry(push, &lrqd->svc, c2.svc_elem) {
         update_svc_load(push, 0, now);
-        if (!migrateable(push, orqd))
-            continue;
+        if (!migrateable(push, orqd)) continue;
         int64_t pa = C2(push)->avgload;
         list_for_each_entry(pull, &orqd->svc, c2.svc_elem) {
-            if (!inner_updated)
-                update_svc_load(pull, 0, now);
-            if (!migrateable(pull, lrqd))
-                continue;
+            if (!inner_updated) update_svc_load(pull, 0, now);
+            if (!migrateable(pull, lrqd)) continue;
             int64_t qa = C2(pull)->avgload;
             int64_t d = i64_abs((l0 - pa + qa) - (o0 + pa - qa));
             if (d < best) {
@@ -547,8 +495,7 @@ static void balance_load(struct c2_priv *p, int cpu, int64_t now)
         }
     }
     list_for_each_entry(pull, &orqd->svc, c2.svc_elem) {
-        if (!migrateable(pull, lrqd))
-            continue;
+        if (!migrateable(pull, lrqd)) continue;
         int64_t qa = C2(pull)->avgload;
         int64_t d = i64_abs((l0 + qa) - (o0 - qa));
         if (d < best) {
@@ -557,20 +504,16 @@ static void balance_load(struct c2_priv *p, int cpu, int64_t now)
             best_pull = pull;
         }
     }
-    if (best_push != NULL)
-        migrate(p, best_push, orqd, now);
-    if (best_pull != NULL)
-        migrate(p, best_pull, lrqd, now);
+    if (best_push != NULL) migrate(p, best_push, orqd, now);
+    if (best_pull != NULL) migrate(p, best_pull, lrqd, now);
 }
 
-/* -- csched2_schedule -------------------------------------------------------------- */
+/* ---- csched2_schedule ------------------------------------------------------------ */
 
-static struct vcpu *runq_candidate(struct c2_runq *rqd, struct vcpu *scurr, int cpu, int64_t now)
-{
+static struct vcpu *runq_candidate(struct c2_runq *rqd, struct vcpu *scurr, int cpu, int64_t now) {
     struct vcpu *snext = NULL;
     if (scurr != NULL) {
-        if (!scurr->pflags && now - scurr->state_entry < RATELIMIT_NS)
-            return scurr;
+        if (!scurr->pflags && now - scurr->state_entry < RATELIMIT_NS) return scurr;
         bool soft_aff_preempt = false;
         if (scurr->has_soft && !mask_test(&scurr->smask, cpu)) {
             for (int k = 0; k < MASK_WORDS; k++)
@@ -579,54 +522,41 @@ static struct vcpu *runq_candidate(struct c2_runq *rqd, struct vcpu *scurr, int 
                     break;
                 }
         }
-        if (!scurr->pflags && !soft_aff_preempt)
-            snext = scurr;
+        if (!scurr->pflags && !soft_aff_preempt) snext = scurr;
     }
     int64_t snext_credit = snext == NULL ? IDLE_CREDIT : C2(snext)->credit;
     const mask_t *tickled = &rqd->tickled;
     struct vcpu *v;
     list_for_each_entry(v, &rqd->runq, c2.runq_elem) {
         struct c2_vcpu *s = C2(v);
-        if (s->credit <= snext_credit)
-            break;
-        if (v->pflags)
-            continue;
-        if (!mask_test(&v->hard, cpu))
-            continue;
+        if (s->credit <= snext_credit) break;
+        if (v->pflags) continue;
+        if (!mask_test(&v->hard, cpu)) continue;
         int tc = s->tickled_cpu;
-        if (tc != -1 && tc != cpu && mask_test(tickled, tc))
-            continue;
-        if (v->cpu != cpu && snext_credit + MIGRATE_RESIST > s->credit)
-            continue;
+        if (tc != -1 && tc != cpu && mask_test(tickled, tc)) continue;
+        if (v->cpu != cpu && snext_credit + MIGRATE_RESIST > s->credit) continue;
         return v;
     }
     return snext;
 }
 
 /* csched2_runtime */
-static int64_t runtime(const struct c2_runq *rqd, const struct vcpu *snext, int64_t now)
-{
+static int64_t runtime(const struct c2_runq *rqd, const struct vcpu *snext, int64_t now) {
     int64_t min_time = MIN_TIMER;
     int64_t ratelimit_min = RATELIMIT_NS;
-    if (snext->is_running)
-        ratelimit_min = snext->state_entry + RATELIMIT_NS - now;
-    if (ratelimit_min > min_time)
-        min_time = ratelimit_min;
+    if (snext->is_running) ratelimit_min = snext->state_entry + RATELIMIT_NS - now;
+    if (ratelimit_min > min_time) min_time = ratelimit_min;
     int64_t rt_credit = C2(snext)->credit;
     const struct vcpu *head = runq_head(rqd);
-    if (head && C2(head)->credit > 0)
-        rt_credit = C2(snext)->credit - C2(head)->credit;
+    if (head && C2(head)->credit > 0) rt_credit = C2(snext)->credit - C2(head)->credit;
     int64_t t = 0;
-    if (rt_credit > 0)
-        t = (int64_t)((__int128)rt_credit * snext->dom->weight / rqd->max_weight);
-    if (t < min_time)
-        return min_time;
+    if (rt_credit > 0) t = (int64_t)((__int128)rt_credit * snext->dom->weight / rqd->max_weight);
+    if (t < min_time) return min_time;
     return t > MAX_TIMER ? MAX_TIMER : t;
 }
 
 static struct vcpu *c2_schedule_(struct host *h, struct pool *pool, int cpu, struct vcpu *prev,
-                                 int64_t *tslice, bool *lazy)
-{
+                                 int64_t *tslice, bool *lazy) {
     struct c2_priv *p = pool->priv;
     int64_t now = h->now;
     struct c2_runq *rqd = p->rqd_of[cpu];
@@ -635,11 +565,9 @@ static struct vcpu *c2_schedule_(struct host *h, struct pool *pool, int cpu, str
         mask_clear(&rqd->tickled, cpu);
         smt_idle_set(p, cpu, rqd);
     }
-    if (prev != NULL)
-        burn(rqd, prev, now);
+    if (prev != NULL) burn(rqd, prev, now);
     struct vcpu *snext = runq_candidate(rqd, prev, cpu, now);
-    if (snext != prev && prev != NULL && !prev->pflags)
-        C2(prev)->flags |= C2_F_DELAYED_RUNQ_ADD;
+    if (snext != prev && prev != NULL && !prev->pflags) C2(prev)->flags |= C2_F_DELAYED_RUNQ_ADD;
     if (snext == NULL) {
         if (!mask_test(&rqd->idle, cpu)) {
             mask_set(&rqd->idle, cpu);
@@ -660,8 +588,7 @@ static struct vcpu *c2_schedule_(struct host *h, struct pool *pool, int cpu, str
     if (mask_test(&rqd->idle, cpu)) {
         mask_clear(&rqd->idle, cpu);
         const mask_t *sibs = &p->sibling[cpu];
-        if (mask_subset(sibs, &rqd->smt_idle))
-            rqd->smt_idle = mask_andnot(&rqd->smt_idle, sibs);
+        if (mask_subset(sibs, &rqd->smt_idle)) rqd->smt_idle = mask_andnot(&rqd->smt_idle, sibs);
     }
     struct vcpu *head = runq_head(rqd);
     int64_t top = (head == NULL || s->credit > C2(head)->credit) ? s->credit : C2(head)->credit;
@@ -682,8 +609,7 @@ static struct vcpu *c2_schedule_(struct host *h, struct pool *pool, int cpu, str
 /* -DXNUMA_TRACE: one line per decision, as tests' scratch tracer prints them
  * from the Python model: "c2 now cpu prev next tslice credit". */
 static struct vcpu *c2_schedule(struct host *h, struct pool *pool, int cpu, struct vcpu *prev,
-                                int64_t *tslice, bool *lazy)
-{
+                                int64_t *tslice, bool *lazy) {
     struct vcpu *next = c2_schedule_(h, pool, cpu, prev, tslice, lazy);
 #ifdef XNUMA_TRACE
     fprintf(stderr, "c2 %lld %d ", (long long)h->now, cpu);
@@ -700,13 +626,11 @@ static struct vcpu *c2_schedule(struct host *h, struct pool *pool, int cpu, stru
     return next;
 }
 
-/* -- hooks ------------------------------------------------------------------------ */
+/* ---- hooks ----------------------------------------------------------------------- */
 
-static int c2_init(struct host *h, struct pool *pool)
-{
+static int c2_init(struct host *h, struct pool *pool) {
     struct c2_priv *p = calloc(1, sizeof *p);
-    if (p == NULL)
-        return -1;
+    if (p == NULL) return -1;
     int n = h->ncpus > 0 ? h->ncpus : 1;
     p->rqds = calloc((size_t)n, sizeof *p->rqds);
     p->rqd_of = calloc((size_t)n, sizeof *p->rqd_of);
@@ -722,19 +646,16 @@ static int c2_init(struct host *h, struct pool *pool)
     p->cpus = pool->cpus;
     pool->priv = p;
     MASK_FOREACH(c, &pool->cpus) {
-        if (c >= h->ncpus)
-            break;
+        if (c >= h->ncpus) break;
         add_cpu(p, c);
     }
     return 0;
 }
 
-static void c2_free(struct host *h, struct pool *pool)
-{
+static void c2_free(struct host *h, struct pool *pool) {
     (void)h;
     struct c2_priv *p = pool->priv;
-    if (p == NULL)
-        return;
+    if (p == NULL) return;
     free(p->rqds);
     free(p->rqd_of);
     free(p->sibling);
@@ -743,15 +664,13 @@ static void c2_free(struct host *h, struct pool *pool)
 }
 
 /* credit2 has no periodic timer: resets and balancing ride on schedules. */
-static void c2_start(struct host *h, struct pool *pool)
-{
+static void c2_start(struct host *h, struct pool *pool) {
     (void)h;
     (void)pool;
 }
 
 /* csched2_aff_cntl */
-static void c2_affinity_changed(struct host *h, struct pool *pool, struct vcpu *v)
-{
+static void c2_affinity_changed(struct host *h, struct pool *pool, struct vcpu *v) {
     (void)h;
     (void)pool;
     if (mask_weight(&v->hard) == 1)
@@ -760,8 +679,7 @@ static void c2_affinity_changed(struct host *h, struct pool *pool, struct vcpu *
         C2(v)->flags &= ~C2_F_PINNED;
 }
 
-static int c2_pick_resource(struct host *h, struct pool *pool, struct vcpu *v)
-{
+static int c2_pick_resource(struct host *h, struct pool *pool, struct vcpu *v) {
     struct c2_priv *p = pool->priv;
     int cpu = pick_resource(p, v);
     if (cpu < 0 || cpu >= h->ncpus || p->rqd_of[cpu] == NULL) {
@@ -772,8 +690,7 @@ static int c2_pick_resource(struct host *h, struct pool *pool, struct vcpu *v)
 }
 
 /* csched2_alloc_udata + csched2_unit_insert */
-static void c2_insert(struct host *h, struct pool *pool, struct vcpu *v)
-{
+static void c2_insert(struct host *h, struct pool *pool, struct vcpu *v) {
     struct c2_priv *p = pool->priv;
     struct c2_vcpu *s = C2(v);
     int64_t now = h->now;
@@ -786,22 +703,18 @@ static void c2_insert(struct host *h, struct pool *pool, struct vcpu *v)
     s->rqd = NULL;
     c2_affinity_changed(h, pool, v);
     v->cpu = c2_pick_resource(h, pool, v);
-    if (p->rqd_of[v->cpu] != NULL)
-        assign(v, p->rqd_of[v->cpu]);
+    if (p->rqd_of[v->cpu] != NULL) assign(v, p->rqd_of[v->cpu]);
 }
 
 /* csched2_unit_remove */
-static void c2_remove(struct host *h, struct pool *pool, struct vcpu *v)
-{
+static void c2_remove(struct host *h, struct pool *pool, struct vcpu *v) {
     (void)h;
     (void)pool;
-    if (C2(v)->rqd != NULL)
-        deassign(v);
+    if (C2(v)->rqd != NULL) deassign(v);
 }
 
 /* csched2_unit_sleep */
-static void c2_sleep(struct host *h, struct pool *pool, struct vcpu *v)
-{
+static void c2_sleep(struct host *h, struct pool *pool, struct vcpu *v) {
     struct c2_priv *p = pool->priv;
     struct c2_vcpu *s = C2(v);
     if (h->cur[v->cpu] == v) {
@@ -816,18 +729,15 @@ static void c2_sleep(struct host *h, struct pool *pool, struct vcpu *v)
 }
 
 /* csched2_unit_wake */
-static void c2_wake(struct host *h, struct pool *pool, struct vcpu *v)
-{
+static void c2_wake(struct host *h, struct pool *pool, struct vcpu *v) {
     struct c2_priv *p = pool->priv;
     struct c2_vcpu *s = C2(v);
-    if (h->cur[v->cpu] == v || s->on_runq)
-        return;
+    if (h->cur[v->cpu] == v || s->on_runq) return;
     if (s->flags & C2_F_SCHEDULED) {
         s->flags |= C2_F_DELAYED_RUNQ_ADD;
         return;
     }
-    if (s->rqd == NULL)
-        assign(v, p->rqd_of[v->cpu]);
+    if (s->rqd == NULL) assign(v, p->rqd_of[v->cpu]);
     int64_t now = h->now;
     update_runq_load(s->rqd, 1, now);
     update_svc_load(v, 1, now);
@@ -836,8 +746,7 @@ static void c2_wake(struct host *h, struct pool *pool, struct vcpu *v)
 }
 
 /* csched2_context_saved */
-static void c2_context_saved(struct host *h, struct pool *pool, struct vcpu *v)
-{
+static void c2_context_saved(struct host *h, struct pool *pool, struct vcpu *v) {
     struct c2_priv *p = pool->priv;
     struct c2_vcpu *s = C2(v);
     int64_t now = h->now;
@@ -859,8 +768,7 @@ static void c2_context_saved(struct host *h, struct pool *pool, struct vcpu *v)
 }
 
 /* csched2_unit_migrate */
-static void c2_move(struct host *h, struct pool *pool, struct vcpu *v, int cpu)
-{
+static void c2_move(struct host *h, struct pool *pool, struct vcpu *v, int cpu) {
     struct c2_priv *p = pool->priv;
     struct c2_runq *trqd = p->rqd_of[cpu];
     if (trqd != C2(v)->rqd)

@@ -47,8 +47,7 @@ static int mask_from_py(PyObject *o, mask_t *m, const char *what) {
 
 static int int_from_py(PyObject *o, long long lo, long long hi, long long *out, const char *what) {
     if (!PyLong_Check(o)) {
-        PyErr_Format(PyExc_ValueError, "%s: expected an int, got %.80s", what,
-                     Py_TYPE(o)->tp_name);
+        PyErr_Format(PyExc_ValueError, "%s: expected an int, got %.80s", what, Py_TYPE(o)->tp_name);
         return -1;
     }
     int overflow = 0;
@@ -109,7 +108,7 @@ static PyObject *mt_to_py(const struct mt *m) {
     return Py_BuildValue("(iNO)", 3, st, Py_None);
 }
 
-/* ---- errors from the core ----------------------------------------------------------- */
+/* ---- errors from the core -------------------------------------------------------- */
 
 static int check_host(HostObject *self) {
     if (!self->h) {
@@ -164,7 +163,7 @@ static int workload_arg(int kind, double p1, double p2) {
     return 0;
 }
 
-/* ---- Host --------------------------------------------------------------------------- */
+/* ---- Host ------------------------------------------------------------------------ */
 
 static void Host_dealloc(HostObject *self) {
     host_free(self->h);
@@ -182,8 +181,8 @@ static const struct sched_ops *ops_named(const char *name) {
 static int Host_init(HostObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"node_of", "sib_mask", "pools", "nnodes", NULL};
     PyObject *node_of_o, *sib_o, *pools_o, *nnodes_o = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|O:Host", kwlist, &node_of_o, &sib_o,
-                                     &pools_o, &nnodes_o))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|O:Host", kwlist, &node_of_o, &sib_o, &pools_o,
+                                     &nnodes_o))
         return -1;
     long long nnodes = 0;
     if (nnodes_o && nnodes_o != Py_None &&
@@ -231,8 +230,7 @@ static int Host_init(HostObject *self, PyObject *args, PyObject *kwds) {
         const char *sched;
         if (!PyTuple_Check(t) || !PyArg_ParseTuple(t, "OsO", &m_o, &sched, &rng_o)) {
             PyErr_Clear();
-            PyErr_Format(PyExc_ValueError, "pools[%zd]: expected (mask, scheduler, rng state)",
-                         i);
+            PyErr_Format(PyExc_ValueError, "pools[%zd]: expected (mask, scheduler, rng state)", i);
             goto fail;
         }
         mask_t m;
@@ -393,8 +391,7 @@ static PyObject *Host_set_workload(HostObject *self, PyObject *args) {
     if (check_host(self) < 0) return NULL;
     struct vcpu *v = vcpu_arg(self, v_o, "v");
     long long kind;
-    if (!v || int_from_py(kind_o, 0, 3, &kind, "kind") < 0 ||
-        workload_arg((int)kind, p1, p2) < 0)
+    if (!v || int_from_py(kind_o, 0, 3, &kind, "kind") < 0 || workload_arg((int)kind, p1, p2) < 0)
         return NULL;
     host_set_workload(self->h, v, (int)kind, p1, p2);
     return after(self, Py_NewRef(Py_None));
@@ -502,8 +499,7 @@ static PyMethodDef Host_methods[] = {
     {"flush", (PyCFunction)Host_flush, METH_NOARGS, "Run every raised SCHEDULE_SOFTIRQ."},
     {"shutdown_vcpu", (PyCFunction)Host_shutdown_vcpu, METH_O, "HostCore.shutdown_vcpu(v)"},
     {"remove_vcpu", (PyCFunction)Host_remove_vcpu, METH_O, "HostCore.remove_vcpu(v)"},
-    {"set_workload", (PyCFunction)Host_set_workload, METH_VARARGS,
-     "set_workload(v, kind, p1, p2)"},
+    {"set_workload", (PyCFunction)Host_set_workload, METH_VARARGS, "set_workload(v, kind, p1, p2)"},
     {"set_affinity", (PyCFunction)Host_set_affinity, METH_VARARGS, "set_affinity(v, hard, soft)"},
     {"run_until", (PyCFunction)Host_run_until, METH_O, "run_until(t)"},
     {"take_accounting", (PyCFunction)Host_take_accounting, METH_NOARGS,
@@ -532,7 +528,7 @@ static PyTypeObject HostType = {
     .tp_getset = Host_getset,
 };
 
-/* ---- test hooks: the RNG and workload draws, compared with Python's in the tests -------- */
+/* ---- test hooks: the RNG and workload draws, compared with Python's in the tests --- */
 
 static PyObject *rng_draws(PyObject *mod, PyObject *args) {
     (void)mod;

@@ -31,7 +31,7 @@
 #define WL_IOLIKE 3 /* p1 = run_us, p2 = block_us */
 #define WL_NEVER (-1)
 
-/* ---- pCPU masks (cpumask.py) ------------------------------------------------ */
+/* ---- pCPU masks (cpumask.py) ----------------------------------------------------- */
 
 typedef struct {
     uint64_t w[MASK_WORDS];
@@ -45,9 +45,7 @@ static inline mask_t mask_none(void) {
     mask_zero(&m);
     return m;
 }
-static inline bool mask_test(const mask_t *m, int c) {
-    return (m->w[c >> 6] >> (c & 63)) & 1;
-}
+static inline bool mask_test(const mask_t *m, int c) { return (m->w[c >> 6] >> (c & 63)) & 1; }
 static inline void mask_set(mask_t *m, int c) { m->w[c >> 6] |= (uint64_t)1 << (c & 63); }
 static inline void mask_clear(mask_t *m, int c) { m->w[c >> 6] &= ~((uint64_t)1 << (c & 63)); }
 static inline mask_t mask_and(const mask_t *a, const mask_t *b) {
@@ -165,7 +163,7 @@ static inline int mask_cyclic_next(int c, int start, const mask_t *m) {
 #define MASK_FOREACH_CYCLIC(c, start, m) \
     for (int c = mask_cyclic_first(start, m); c >= 0; c = mask_cyclic_next(c, start, m))
 
-/* ---- MT19937: continues a Python random.Random from its getstate() ---------- */
+/* ---- MT19937: continues a Python random.Random from its getstate() --------------- */
 
 struct mt {
     uint32_t s[624];
@@ -255,22 +253,22 @@ static inline void list_del(struct list_head *e) {
 /* The walks name the element type with __typeof__ (a GNU extension GCC and Clang
  * accept under -std=c11), as Xen's do with typeof. _safe fetches the neighbour
  * before the body runs, so the body may unlink (or move) pos itself. */
-#define list_for_each_entry(pos, head, member)                                   \
+#define list_for_each_entry(pos, head, member)                                             \
     for (pos = list_entry((head)->next, __typeof__(*pos), member); &pos->member != (head); \
          pos = list_entry(pos->member.next, __typeof__(*pos), member))
-#define list_for_each_entry_reverse(pos, head, member)                           \
+#define list_for_each_entry_reverse(pos, head, member)                                     \
     for (pos = list_entry((head)->prev, __typeof__(*pos), member); &pos->member != (head); \
          pos = list_entry(pos->member.prev, __typeof__(*pos), member))
-#define list_for_each_entry_safe(pos, n, head, member)                           \
-    for (pos = list_entry((head)->next, __typeof__(*pos), member),               \
-        n = list_entry(pos->member.next, __typeof__(*pos), member);              \
+#define list_for_each_entry_safe(pos, n, head, member)              \
+    for (pos = list_entry((head)->next, __typeof__(*pos), member),  \
+        n = list_entry(pos->member.next, __typeof__(*pos), member); \
          &pos->member != (head); pos = n, n = list_entry(n->member.next, __typeof__(*n), member))
-#define list_for_each_entry_safe_reverse(pos, n, head, member)                   \
-    for (pos = list_entry((head)->prev, __typeof__(*pos), member),               \
-        n = list_entry(pos->member.prev, __typeof__(*pos), member);              \
+#define list_for_each_entry_safe_reverse(pos, n, head, member)      \
+    for (pos = list_entry((head)->prev, __typeof__(*pos), member),  \
+        n = list_entry(pos->member.prev, __typeof__(*pos), member); \
          &pos->member != (head); pos = n, n = list_entry(n->member.prev, __typeof__(*n), member))
 
-/* ---- objects ---------------------------------------------------------------- */
+/* ---- objects --------------------------------------------------------------------- */
 
 struct host;
 struct vcpu;
@@ -313,34 +311,34 @@ extern const struct sched_ops none_ops;
 struct pool {
     mask_t cpus;
     const struct sched_ops *ops;
-    void *priv;      /* the scheduler's per-pool state (struct c1_priv / c2_priv) */
-    struct mt rng;   /* credit1's random.Random, continued (module.c requires it) */
+    void *priv;    /* the scheduler's per-pool state (struct c1_priv / c2_priv) */
+    struct mt rng; /* credit1's random.Random, continued (module.c requires it) */
 };
 
 /* A domain (objects.Domain, the parts the core and schedulers use). */
 struct dom {
-    int id;          /* handle */
+    int id; /* handle */
     int domid;
     int64_t weight;
     struct pool *pool;
-    bool gone;       /* remove_domain'd (kept: vCPUs and timers may point here) */
+    bool gone; /* remove_domain'd (kept: vCPUs and timers may point here) */
     struct c1_dom c1;
 };
 
 /* A vCPU (objects.Vcpu). */
 struct vcpu {
-    int id;          /* handle */
+    int id; /* handle */
     struct dom *dom;
     int domid, vid;
     /* -- generic (sched/core.c) -- */
     int pflags;
-    int cpu;         /* v->processor */
+    int cpu; /* v->processor */
     bool is_running;
-    bool has_soft;   /* has_soft_affinity() */
+    bool has_soft; /* has_soft_affinity() */
     int64_t state_entry;
     mask_t hard, soft; /* as set */
-    mask_t hmask;    /* hard & pool */
-    mask_t smask;    /* soft & hard & pool */
+    mask_t hmask;      /* hard & pool */
+    mask_t smask;      /* soft & hard & pool */
     /* -- workload -- */
     int wl_kind;
     double wl_p1, wl_p2;
@@ -353,7 +351,7 @@ struct vcpu {
     int last_cpu;
     int64_t acc_demand, acc_mig, acc_xmig, total_run;
     bool touched;
-    bool demanding;  /* in HostCore._demanding */
+    bool demanding;               /* in HostCore._demanding */
     struct list_head demand_elem; /* its link there */
     int64_t acc_run[MAX_NODES];
     /* -- scheduler-private -- */
@@ -378,7 +376,7 @@ struct host {
     int ncpus, nnodes, ncpus_online;
     int node_of[MAX_CPUS];
     mask_t sib_mask[MAX_CPUS];
-    mask_t core_mask[MAX_CPUS];  /* = node_mask[node_of[c]] */
+    mask_t core_mask[MAX_CPUS]; /* = node_mask[node_of[c]] */
     mask_t node_mask[MAX_NODES];
     mask_t all_mask;
     /* -- per pCPU -- */
@@ -416,7 +414,7 @@ struct host {
     char err[256];
 };
 
-/* ---- core services (objects.Core) --------------------------------------------- */
+/* ---- core services (objects.Core) ------------------------------------------------ */
 
 void host_timer(struct host *h, int64_t at, timer_fn fn, void *a, int64_t b);
 void host_raise_softirq(struct host *h, int cpu);
@@ -426,7 +424,7 @@ void host_set_migrating(struct host *h, struct vcpu *v);
 /* Record a failure (an exception in the Python model); the module raises it. */
 void host_fail(struct host *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* ---- the core (HostCore) -------------------------------------------------------- */
+/* ---- the core (HostCore) --------------------------------------------------------- */
 
 /* Allocate a host (zeroed, topology empty); NULL on no memory. */
 struct host *host_new(void);
@@ -448,8 +446,8 @@ struct vcpu *host_new_vcpu(struct host *h, struct dom *d, int vid, const struct 
 void vcpu_set_masks(struct vcpu *v, const mask_t *hard, const mask_t *soft,
                     const mask_t *pool_cpus);
 
-void host_add_vcpu(struct host *h, struct vcpu *v, const mask_t *hard, const mask_t *soft,
-                   int cpu, int kind, double p1, double p2);
+void host_add_vcpu(struct host *h, struct vcpu *v, const mask_t *hard, const mask_t *soft, int cpu,
+                   int kind, double p1, double p2);
 void host_vcpu_sleep(struct host *h, struct vcpu *v, int bit);
 void host_vcpu_wake(struct host *h, struct vcpu *v, int bit);
 void host_set_flag(struct host *h, struct vcpu *v, int bit);
