@@ -28,10 +28,6 @@
 #define PRI_OVER (-2)
 #define PRI_IDLE (-64)
 
-#define F_MIGRATING 2
-#define F_PINNED 4
-#define F_STOPPED 64 /* private mark: csched_acct's `stopped` list */
-
 enum { SOFT = 0, HARD = 1 };
 
 struct c1_priv {
@@ -59,16 +55,20 @@ struct c1_priv {
 
 /* ---- runqueue -------------------------------------------------------------------- */
 
+/* Credit1._nr_inc (Xen's inc_nr_runnable); 2 runnable = overloaded */
 static void nr_inc(struct c1_priv *p, int cpu) {
     int n = ++p->nr_runnable[cpu];
     if (n == 2) mask_set(&p->overloaded, cpu);
 }
 
+/* Credit1._nr_dec (Xen's dec_nr_runnable) */
 static void nr_dec(struct c1_priv *p, int cpu) {
     int n = --p->nr_runnable[cpu];
     if (n == 1) mask_clear(&p->overloaded, cpu);
 }
 
+/* Credit1._arm_lazy_over: an UNDER/BOOST vCPU is queued, so lone OVER runners may
+ * steal it: their deferred slice ends become real timers. */
 static void arm_lazy_over(struct c1_priv *p) {
     mask_t m = p->lazy_over;
     p->lazy = mask_andnot(&p->lazy, &m);
@@ -76,7 +76,7 @@ static void arm_lazy_over(struct c1_priv *p) {
     MASK_FOREACH(c, &m) host_arm_slice(p->h, c);
 }
 
-/* __runq_insert: after every vCPU of equal or higher priority. */
+/* Credit1._runq_insert (Xen's __runq_insert): after every vCPU of equal or higher priority. */
 static void runq_insert(struct c1_priv *p, int cpu, struct vcpu *v) {
     int pri = v->c1.pri;
     struct list_head *pos = p->runq[cpu].next;
@@ -97,7 +97,7 @@ static void runq_insert(struct c1_priv *p, int cpu, struct vcpu *v) {
     }
 }
 
-/* __runq_remove */
+/* Credit1._runq_remove (Xen's __runq_remove) */
 static void runq_remove(struct c1_priv *p, int cpu, struct vcpu *v) {
     list_del(&v->c1.runq_elem);
     v->c1.on_runq = false;
@@ -108,7 +108,7 @@ static void runq_remove(struct c1_priv *p, int cpu, struct vcpu *v) {
 
 /* ---- active lists ---------------------------------------------------------------- */
 
-/* __csched_unit_acct_start */
+/* Credit1._acct_start (Xen's __csched_unit_acct_start) */
 static void acct_start(struct c1_priv *p, struct vcpu *v) {
     struct c1_dom *sd = &v->dom->c1;
     v->c1.active = true;
@@ -121,7 +121,7 @@ static void acct_start(struct c1_priv *p, struct vcpu *v) {
     }
 }
 
-/* __csched_unit_acct_stop_locked */
+/* Credit1._acct_stop (Xen's __csched_unit_acct_stop_locked) */
 static void acct_stop(struct c1_priv *p, struct vcpu *v) {
     struct c1_dom *sd = &v->dom->c1;
     v->c1.active = false;
@@ -136,7 +136,7 @@ static void acct_stop(struct c1_priv *p, struct vcpu *v) {
 
 /* ---- credits --------------------------------------------------------------------- */
 
-/* burn_credits: one credit per 100 us run since start_time. */
+/* Credit1._burn (Xen's burn_credits): one credit per 100 us run since start_time. */
 static void burn(struct vcpu *v, int64_t now) {
     int64_t delta = now - v->c1.start_time;
     if (delta <= 0) return;
@@ -147,9 +147,11 @@ static void burn(struct vcpu *v, int64_t now) {
     v->c1.start_time = now;
 }
 
-/* ---- _csched_cpu_pick ------------------------------------------------------------ */
+/* ---- pick (_csched_cpu_pick) ------------------------------------------------------------ */
 
-static int cpu_pick(struct c1_priv *p, struct vcpu *v, bool commit) {
+/* Credit1._pick (Xen's _csched_cpu_pick): stay, or the pCPU of the idlest core / node;
+ * commit keeps the idle_bias it moved (csched_res_pick does, csched_unit_acct not). */
+static int pick(struct c1_priv *p, struct vcpu *v, bool commit) {
     struct host *h = p->h;
     int vcpu_cpu = v->cpu;
     int spc = -1;
@@ -213,6 +215,8 @@ static int cpu_pick(struct c1_priv *p, struct vcpu *v, bool commit) {
 
 /* ---- __runq_tickle --------------------------------------------------------------- */
 
+/* Credit1._tickle (Xen's __runq_tickle): an idler for the new vCPU, soft then hard
+ * affinity, or its own pCPU if it outranks what runs there. */
 static void tickle(struct c1_priv *p, struct vcpu *nw) {
     struct host *h = p->h;
     int cpu = nw->cpu;
@@ -220,7 +224,7 @@ static void tickle(struct c1_priv *p, struct vcpu *nw) {
     int cur_pri = cur ? cur->c1.pri : PRI_IDLE;
     bool idle_any = !mask_empty(&p->idlers);
     int target = -1;
-    if (((nw->c1.flags & F_PINNED) && mask_test(&p->idlers, cpu)) || cur_pri == PRI_IDLE ||
+    if (((nw->c1.flags & C1_F_PINNED) && mask_test(&p->idlers, cpu)) || cur_pri == PRI_IDLE ||
         (!idle_any && nw->c1.pri > cur_pri)) {
         target = cpu;
     } else if (idle_any) {
@@ -251,6 +255,8 @@ static void tickle(struct c1_priv *p, struct vcpu *nw) {
 
 /* ---- csched_load_balance / csched_runq_steal ------------------------------------- */
 
+/* Credit1._runq_steal (Xen's csched_runq_steal): only queued vCPUs, only of strictly
+ * higher priority. */
 static struct vcpu *runq_steal(struct c1_priv *p, int peer, int cpu, int pri, int step) {
     struct host *h = p->h;
     if (!h->cur[peer]) return NULL; /* an idle peer is about to take its own work */
@@ -276,6 +282,8 @@ static struct vcpu *runq_steal(struct c1_priv *p, int peer, int cpu, int pri, in
     return NULL;
 }
 
+/* Credit1._load_balance (Xen's csched_load_balance): steal soft-affine work first,
+ * from our node first. */
 static struct vcpu *load_balance(struct c1_priv *p, int cpu, int pri) {
     if (!(pri == PRI_OVER ? p->nq_hi : p->nq))
         return NULL; /* nothing queued anywhere that could be stolen */
@@ -308,6 +316,7 @@ static struct vcpu *load_balance(struct c1_priv *p, int cpu, int pri) {
 
 /* ---- csched_schedule ------------------------------------------------------------- */
 
+/* Credit1.schedule (Xen's csched_schedule) */
 static struct vcpu *c1_schedule(struct host *h, struct pool *pool, int cpu, struct vcpu *prev,
                                 int64_t *tslice, bool *lazy) {
     struct c1_priv *p = pool->priv;
@@ -381,13 +390,13 @@ static struct vcpu *c1_schedule(struct host *h, struct pool *pool, int cpu, stru
 
 /* ---- csched_acct ----------------------------------------------------------------- */
 
-static void acct_timer(struct host *h, void *a, int64_t b);
-
-static void acct_timer(struct host *h, void *a, int64_t b) {
+/* Credit1._acct (Xen's csched_acct): hand out a timeslice of credits by weight,
+ * recompute priorities. */
+static void acct(struct host *h, void *a, int64_t b) {
     (void)b;
     struct c1_priv *p = a;
     int64_t now = h->now;
-    host_timer(h, now + TSLICE_NS, acct_timer, p, 0);
+    host_timer(h, now + TSLICE_NS, acct, p, 0);
     int64_t weight_total = p->weight;
     __int128 credit_total = p->credit;
     if (p->credit_balance < 0) credit_total -= p->credit_balance;
@@ -443,7 +452,7 @@ static void acct_timer(struct host *h, void *a, int64_t b) {
                 v->c1.pri = PRI_UNDER;
                 if (credit > CREDITS_PER_TSLICE) {
                     /* Upper bound: it stops earning, with half its credit. */
-                    v->c1.flags |= F_STOPPED;
+                    v->c1.flags |= C1_F_STOPPED;
                     any_stopped = true;
                     credit = floordiv64(credit, 2);
                     if (v->is_running) mask_set(&p->inactive, v->cpu);
@@ -474,8 +483,8 @@ static void acct_timer(struct host *h, void *a, int64_t b) {
         }
         if (any_stopped) {
             list_for_each_entry_safe(v, nx, &sd->active, c1.active_elem) {
-                if (v->c1.flags & F_STOPPED) {
-                    v->c1.flags &= ~F_STOPPED;
+                if (v->c1.flags & C1_F_STOPPED) {
+                    v->c1.flags &= ~C1_F_STOPPED;
                     acct_stop(p, v);
                 }
             }
@@ -487,7 +496,8 @@ static void acct_timer(struct host *h, void *a, int64_t b) {
 
 /* ---- csched_tick ----------------------------------------------------------------- */
 
-/* csched_runq_sort: UNDER (and BOOST) ahead of OVER, order kept otherwise. */
+/* Credit1._sort_runqs (Xen's csched_runq_sort): UNDER (and BOOST) ahead of OVER, order kept
+ * otherwise. */
 static void sort_runqs(struct c1_priv *p) {
     mask_t m = p->queued;
     MASK_FOREACH(c, &m) {
@@ -505,7 +515,7 @@ static void sort_runqs(struct c1_priv *p) {
     }
 }
 
-/* _repick_candidates: busy pCPUs where _csched_cpu_pick may not answer "stay". */
+/* Credit1._repick_candidates: busy pCPUs where _csched_cpu_pick may not answer "stay". */
 static mask_t repick_candidates(struct c1_priv *p, mask_t busy) {
     struct host *h = p->h;
     mask_t idle = p->idlers;
@@ -566,24 +576,25 @@ static mask_t repick_candidates(struct c1_priv *p, mask_t busy) {
     return todo;
 }
 
-/* csched_unit_acct */
+/* Credit1._unit_acct (Xen's csched_unit_acct) */
 static void unit_acct(struct c1_priv *p, int cpu, struct vcpu *v) {
     if (v->c1.pri == PRI_BOOST) v->c1.pri = PRI_UNDER;
     if (!v->c1.active) {
         acct_start(p, v);
         return;
     }
-    if (cpu_pick(p, v, false) != cpu) {
+    if (pick(p, v, false) != cpu) {
         host_set_migrating(p->h, v);
         host_raise_softirq(p->h, cpu);
     }
 }
 
-static void tick_timer(struct host *h, void *a, int64_t b) {
+/* Credit1._tick (Xen's csched_tick) on every busy pCPU, visiting only those it can change. */
+static void tick(struct host *h, void *a, int64_t b) {
     (void)b;
     struct c1_priv *p = a;
     int64_t now = h->now;
-    host_timer(h, now + TICK_NS, tick_timer, p, 0);
+    host_timer(h, now + TICK_NS, tick, p, 0);
     mask_t busy = p->busy;
     if (mask_empty(&busy)) return;
     if (p->sorted_epoch != p->runq_sort) {
@@ -610,13 +621,14 @@ static void tick_timer(struct host *h, void *a, int64_t b) {
 
 /* ---- hooks (struct scheduler) ---------------------------------------------------- */
 
+/* Credit1.start: the tick on the next TICK_NS boundary, the master acct timer */
 static void c1_start(struct host *h, struct pool *pool) {
     struct c1_priv *p = pool->priv;
     int64_t now = h->now;
-    host_timer(h, now - (now - floordiv64(now, TICK_NS) * TICK_NS) + TICK_NS, tick_timer, p, 0);
+    host_timer(h, now - (now - floordiv64(now, TICK_NS) * TICK_NS) + TICK_NS, tick, p, 0);
     /* The master ticker starts one timeslice after the first pCPU joins. */
     int64_t phase = 1 + (int64_t)mt_randbelow(&p->pool->rng, TSLICE_NS - 1);
-    host_timer(h, now + phase, acct_timer, p, 0);
+    host_timer(h, now + phase, acct, p, 0);
 }
 
 /* csched_aff_cntl */
@@ -624,16 +636,16 @@ static void c1_affinity_changed(struct host *h, struct pool *pool, struct vcpu *
     (void)h;
     (void)pool;
     if (mask_weight(&v->hard) == 1)
-        v->c1.flags |= F_PINNED;
+        v->c1.flags |= C1_F_PINNED;
     else
-        v->c1.flags &= ~F_PINNED;
+        v->c1.flags &= ~C1_F_PINNED;
 }
 
 /* csched_res_pick: remember the move so the wake after it does not boost. */
 static int c1_pick_resource(struct host *h, struct pool *pool, struct vcpu *v) {
     (void)h;
-    v->c1.flags |= F_MIGRATING;
-    return cpu_pick(pool->priv, v, true);
+    v->c1.flags |= C1_F_MIGRATING;
+    return pick(pool->priv, v, true);
 }
 
 /* csched_unit_insert */
@@ -680,20 +692,22 @@ static void c1_sleep(struct host *h, struct pool *pool, struct vcpu *v) {
 static void c1_wake(struct host *h, struct pool *pool, struct vcpu *v) {
     struct c1_priv *p = pool->priv;
     if (h->cur[v->cpu] == v || v->c1.on_runq) return;
-    int migrating = v->c1.flags & F_MIGRATING;
-    v->c1.flags &= ~F_MIGRATING;
+    int migrating = v->c1.flags & C1_F_MIGRATING;
+    v->c1.flags &= ~C1_F_MIGRATING;
     if (!migrating && v->c1.pri == PRI_UNDER) v->c1.pri = PRI_BOOST;
     runq_insert(p, v->cpu, v);
     nr_inc(p, v->cpu);
     tickle(p, v);
 }
 
+/* Credit1.context_saved: nothing (credit1 queues prev in schedule itself) */
 static void c1_context_saved(struct host *h, struct pool *pool, struct vcpu *v) {
     (void)h;
     (void)pool;
     (void)v;
 }
 
+/* Credit1.move */
 static void c1_move(struct host *h, struct pool *pool, struct vcpu *v, int cpu) {
     (void)h;
     (void)pool;

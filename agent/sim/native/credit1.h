@@ -14,6 +14,11 @@ struct vcpu;
 struct dom;
 struct sched_ops;
 
+/* c1_vcpu.flags */
+#define C1_F_MIGRATING 2 /* csched_res_pick moved it: its next wake does not BOOST */
+#define C1_F_PINNED 4    /* hard affinity of one pCPU */
+#define C1_F_STOPPED 64  /* private mark: csched_acct's `stopped` list */
+
 /* The credit1 fields of Vcpu (objects.py: pri, credit, residual, flags, active,
  * on_runq, last_sched, start_time) plus the intrusive links that replace the
  * Python containers holding it. */

@@ -48,6 +48,7 @@ static inline int64_t mul_shr_w(int64_t a, int64_t b) { return (int64_t)(((__int
 
 /* ---- runqueues: cpu_add_to_runqueue + init_cpu_runqueue -------------------------- */
 
+/* Runq.__init__ (Xen's init_cpu_runqueue) */
 static void runq_init(struct c2_runq *rqd, int cpu) {
     memset(rqd, 0, sizeof *rqd);
     INIT_LIST_HEAD(&rqd->runq);
@@ -56,7 +57,7 @@ static void runq_init(struct c2_runq *rqd, int cpu) {
     rqd->pick_bias = cpu;
 }
 
-/* cpu_runqueue_siblings_match: room for cpu and all its siblings. */
+/* Credit2._siblings_fit (Xen's cpu_runqueue_siblings_match): room for cpu and all its siblings. */
 static bool siblings_fit(const struct host *h, const struct c2_runq *rqd, int cpu, int max_cpus) {
     mask_t seen;
     mask_zero(&seen);
@@ -70,6 +71,7 @@ static bool siblings_fit(const struct host *h, const struct c2_runq *rqd, int cp
     return total + mask_weight(&h->sib_mask[cpu]) <= max_cpus;
 }
 
+/* Credit2._add_cpu (Xen's csched2_init_pdata -> cpu_add_to_runqueue) */
 static void add_cpu(struct c2_priv *p, int cpu) {
     const struct host *h = p->h;
     int online = h->ncpus_online;
@@ -113,6 +115,7 @@ static void add_cpu(struct c2_priv *p, int cpu) {
 
 /* ---- load tracking --------------------------------------------------------------- */
 
+/* Credit2._update_runq_load (Xen's update_runq_load): the decaying average */
 static void update_runq_load(struct c2_runq *rqd, int64_t change, int64_t now) {
     now >>= GRAN_SHIFT;
     int64_t load = rqd->load;
@@ -129,6 +132,7 @@ static void update_runq_load(struct c2_runq *rqd, int64_t change, int64_t now) {
     rqd->load_last = now;
 }
 
+/* Credit2._update_svc_load (Xen's update_svc_load) */
 static void update_svc_load(struct vcpu *v, int change, int64_t now) {
     struct c2_vcpu *s = C2(v);
     int64_t unit_load;
@@ -151,6 +155,7 @@ static void update_svc_load(struct vcpu *v, int change, int64_t now) {
 
 /* ---- runqueue membership (runq_assign / _runq_deassign) -------------------------- */
 
+/* Credit2._update_max_weight (Xen's update_max_weight) */
 static void update_max_weight(struct c2_runq *rqd, int64_t new_weight, int64_t old_weight) {
     if (new_weight > rqd->max_weight) {
         rqd->max_weight = new_weight;
@@ -163,6 +168,7 @@ static void update_max_weight(struct c2_runq *rqd, int64_t new_weight, int64_t o
     }
 }
 
+/* Credit2._assign (Xen's _runq_assign) */
 static void assign(struct vcpu *v, struct c2_runq *rqd) {
     struct c2_vcpu *s = C2(v);
     s->rqd = rqd;
@@ -171,6 +177,7 @@ static void assign(struct vcpu *v, struct c2_runq *rqd) {
     rqd->b_avgload += s->avgload;
 }
 
+/* Credit2._deassign (Xen's _runq_deassign) */
 static void deassign(struct vcpu *v) {
     struct c2_vcpu *s = C2(v);
     struct c2_runq *rqd = s->rqd;
@@ -181,7 +188,7 @@ static void deassign(struct vcpu *v) {
     s->rqd = NULL;
 }
 
-/* runq_insert: ordered by credit, after those with as much or more. */
+/* Credit2._runq_insert (Xen's runq_insert): ordered by credit, after those with as much or more. */
 static void runq_insert(struct c2_priv *p, struct vcpu *v) {
     struct c2_runq *rq = p->rqd_of[v->cpu];
     struct c2_vcpu *s = C2(v);
@@ -198,6 +205,7 @@ static inline struct vcpu *runq_head(const struct c2_runq *rqd) {
     return list_empty(&rqd->runq) ? NULL : list_first_entry(&rqd->runq, struct vcpu, c2.runq_elem);
 }
 
+/* Credit2._runq_remove (Xen's runq_remove) */
 static void runq_remove(struct vcpu *v) {
     list_del(&C2(v)->runq_elem);
     C2(v)->on_runq = false;
@@ -205,7 +213,7 @@ static void runq_remove(struct vcpu *v) {
 
 /* ---- credits --------------------------------------------------------------------- */
 
-/* burn_credits / t2c_update */
+/* Credit2._burn (Xen's burn_credits / t2c_update) */
 static inline void burn(const struct c2_runq *rqd, struct vcpu *v, int64_t now) {
     struct c2_vcpu *s = C2(v);
     int64_t delta = now - s->start_time;
@@ -226,7 +234,8 @@ static inline void burn(const struct c2_runq *rqd, struct vcpu *v, int64_t now) 
     s->start_time = now;
 }
 
-/* reset_credit: everyone in the runqueue gets CREDIT_INIT more, clipped. */
+/* Credit2._reset_credit (Xen's reset_credit): everyone in the runqueue gets CREDIT_INIT more,
+ * clipped. */
 static void reset_credit(struct c2_priv *p, struct c2_runq *rqd, int64_t now, struct vcpu *snext) {
     int64_t reset = CREDIT_INIT;
     if (C2(snext)->credit == CREDIT_MIN) reset += CREDIT_INIT;
@@ -244,6 +253,7 @@ static void reset_credit(struct c2_priv *p, struct c2_runq *rqd, int64_t now, st
 
 /* ---- tickling -------------------------------------------------------------------- */
 
+/* Credit2._tickle_cpu (Xen's tickle_cpu) */
 static void tickle_cpu(struct c2_priv *p, int cpu, struct c2_runq *rqd) {
     mask_set(&rqd->tickled, cpu);
     const mask_t *sibs = &p->sibling[cpu];
@@ -251,7 +261,7 @@ static void tickle_cpu(struct c2_priv *p, int cpu, struct c2_runq *rqd) {
     host_raise_softirq(p->h, cpu);
 }
 
-/* smt_idle_set(cpu, idle & ~tickled, rqd) */
+/* Credit2._smt_idle_set(cpu, idle & ~tickled, rqd) (Xen's smt_idle_mask_set) */
 static void smt_idle_set(struct c2_priv *p, int cpu, struct c2_runq *rqd) {
     const mask_t *sibs = &p->sibling[cpu];
     for (int k = 0; k < MASK_WORDS; k++)
@@ -259,7 +269,8 @@ static void smt_idle_set(struct c2_priv *p, int cpu, struct c2_runq *rqd) {
     rqd->smt_idle = mask_or(&rqd->smt_idle, sibs);
 }
 
-/* _tickle_score: how much nv deserves cpu over what runs there (-1: leave it). */
+/* Credit2._tickle_score (Xen's tickle_score): how much nv deserves cpu over what runs there (-1:
+ * leave it). */
 static inline int64_t tickle_score(struct c2_priv *p, struct vcpu *nv, int cpu, int64_t now) {
     struct vcpu *cur = p->h->cur[cpu];
     if (cur == NULL || now - cur->state_entry <= RATELIMIT_NS - RATELIMIT_TICKLE_TOLERANCE)
@@ -274,7 +285,7 @@ static inline int64_t tickle_score(struct c2_priv *p, struct vcpu *nv, int cpu, 
     return score;
 }
 
-/* _best_to_preempt: the rest of runq_tickle's scan, the best tickle_score() over mask
+/* Credit2._best_to_preempt: the rest of runq_tickle's scan, the best tickle_score() over mask
  * above *bestp (>= 0, so a -1 never wins). Python inlines the score for speed; here
  * the compiler does. */
 static int best_to_preempt(struct c2_priv *p, struct vcpu *nv, const mask_t *mask, int64_t now,
@@ -290,7 +301,8 @@ static int best_to_preempt(struct c2_priv *p, struct vcpu *nv, const mask_t *mas
     return ipid;
 }
 
-/* runq_tickle: idle core, idle pCPU (soft then hard), else best to preempt. */
+/* Credit2._runq_tickle (Xen's runq_tickle): idle core, idle pCPU (soft then hard), else best to
+ * preempt. */
 static void runq_tickle(struct c2_priv *p, struct vcpu *nv, int64_t now) {
     struct c2_vcpu *s = C2(nv);
     int cpu = nv->cpu;
@@ -349,7 +361,9 @@ static void runq_tickle(struct c2_priv *p, struct vcpu *nv, int64_t now) {
 
 /* ---- csched2_res_pick ------------------------------------------------------------ */
 
-static int pick_resource(struct c2_priv *p, struct vcpu *v) {
+/* Credit2.pick_resource (Xen's csched2_res_pick): the least loaded runqueue (soft-affine
+ * first), a pCPU in it by its pick_bias; -1 if none. */
+static int res_pick(struct c2_priv *p, struct vcpu *v) {
     struct c2_vcpu *s = C2(v);
     mask_t scratch = v->hmask;
     if (s->flags & C2_F_RUNQ_MIGRATE_REQUEST) {
@@ -393,7 +407,8 @@ static int pick_resource(struct c2_priv *p, struct vcpu *v) {
             min_rqd = rqd;
         }
     }
-    if (min_rqd == NULL) abort(); /* the Python asserts: a vCPU with no pCPU of its pool */
+    /* Python asserts here (no pCPU of the pool in its hard affinity): the hook fails the host */
+    if (min_rqd == NULL) return -1;
     if (has_soft && min_s_rqd != NULL) {
         for (int k = 0; k < MASK_WORDS; k++) scratch.w[k] &= v->soft.w[k] & min_s_rqd->active.w[k];
     } else {
@@ -407,11 +422,13 @@ static int pick_resource(struct c2_priv *p, struct vcpu *v) {
 
 /* ---- balance_load ---------------------------------------------------------------- */
 
+/* Credit2._migrateable (Xen's unit_is_migrateable) */
 static inline bool migrateable(const struct vcpu *v, const struct c2_runq *rqd) {
     return !(C2(v)->flags & C2_F_RUNQ_MIGRATE_REQUEST) && mask_intersects(&v->hmask, &rqd->active);
 }
 
-/* migrate: a running unit is asked to move; a queued or idle one moves now. */
+/* Credit2._migrate (Xen's migrate): a running unit is asked to move; a queued or idle one moves
+ * now. */
 static void migrate(struct c2_priv *p, struct vcpu *v, struct c2_runq *trqd, int64_t now) {
     struct c2_vcpu *s = C2(v);
     if (s->flags & C2_F_SCHEDULED) {
@@ -439,6 +456,8 @@ static void migrate(struct c2_priv *p, struct vcpu *v, struct c2_runq *trqd, int
     }
 }
 
+/* Credit2._balance_load (Xen's balance_load): push, pull or swap the pair
+ * that best evens the load with the runqueue most out of balance. */
 static void balance_load(struct c2_priv *p, int cpu, int64_t now) {
     struct c2_runq *lrqd = p->rqd_of[cpu];
     update_runq_load(lrqd, 0, now);
@@ -510,6 +529,7 @@ static void balance_load(struct c2_priv *p, int cpu, int64_t now) {
 
 /* ---- csched2_schedule ------------------------------------------------------------ */
 
+/* Credit2._runq_candidate (Xen's runq_candidate) */
 static struct vcpu *runq_candidate(struct c2_runq *rqd, struct vcpu *scurr, int cpu, int64_t now) {
     struct vcpu *snext = NULL;
     if (scurr != NULL) {
@@ -540,7 +560,7 @@ static struct vcpu *runq_candidate(struct c2_runq *rqd, struct vcpu *scurr, int 
     return snext;
 }
 
-/* csched2_runtime */
+/* Credit2._runtime (Xen's csched2_runtime) */
 static int64_t runtime(const struct c2_runq *rqd, const struct vcpu *snext, int64_t now) {
     int64_t min_time = MIN_TIMER;
     int64_t ratelimit_min = RATELIMIT_NS;
@@ -555,8 +575,9 @@ static int64_t runtime(const struct c2_runq *rqd, const struct vcpu *snext, int6
     return t > MAX_TIMER ? MAX_TIMER : t;
 }
 
-static struct vcpu *c2_schedule_(struct host *h, struct pool *pool, int cpu, struct vcpu *prev,
-                                 int64_t *tslice, bool *lazy) {
+/* Credit2.schedule (Xen's csched2_schedule) */
+static struct vcpu *schedule(struct host *h, struct pool *pool, int cpu, struct vcpu *prev,
+                             int64_t *tslice, bool *lazy) {
     struct c2_priv *p = pool->priv;
     int64_t now = h->now;
     struct c2_runq *rqd = p->rqd_of[cpu];
@@ -610,7 +631,7 @@ static struct vcpu *c2_schedule_(struct host *h, struct pool *pool, int cpu, str
  * from the Python model: "c2 now cpu prev next tslice credit". */
 static struct vcpu *c2_schedule(struct host *h, struct pool *pool, int cpu, struct vcpu *prev,
                                 int64_t *tslice, bool *lazy) {
-    struct vcpu *next = c2_schedule_(h, pool, cpu, prev, tslice, lazy);
+    struct vcpu *next = schedule(h, pool, cpu, prev, tslice, lazy);
 #ifdef XNUMA_TRACE
     fprintf(stderr, "c2 %lld %d ", (long long)h->now, cpu);
     if (prev)
@@ -628,6 +649,7 @@ static struct vcpu *c2_schedule(struct host *h, struct pool *pool, int cpu, stru
 
 /* ---- hooks ----------------------------------------------------------------------- */
 
+/* Credit2.__init__ (Xen's csched2_init + csched2_init_pdata for each pCPU) */
 static int c2_init(struct host *h, struct pool *pool) {
     struct c2_priv *p = calloc(1, sizeof *p);
     if (p == NULL) return -1;
@@ -679,9 +701,10 @@ static void c2_affinity_changed(struct host *h, struct pool *pool, struct vcpu *
         C2(v)->flags &= ~C2_F_PINNED;
 }
 
+/* The pick_resource hook: res_pick, failing the host where Python would raise. */
 static int c2_pick_resource(struct host *h, struct pool *pool, struct vcpu *v) {
     struct c2_priv *p = pool->priv;
-    int cpu = pick_resource(p, v);
+    int cpu = res_pick(p, v);
     if (cpu < 0 || cpu >= h->ncpus || p->rqd_of[cpu] == NULL) {
         host_fail(h, "credit2: d%dv%d has no pCPU in its cpupool to run on", v->domid, v->vid);
         return v->cpu;

@@ -421,7 +421,10 @@ void host_raise_softirq(struct host *h, int cpu);
 void host_flush(struct host *h);
 void host_arm_slice(struct host *h, int cpu);
 void host_set_migrating(struct host *h, struct vcpu *v);
-/* Record a failure (an exception in the Python model); the module raises it. */
+/* Where the Python model raises (or a C allocation fails), record the first failure and
+ * stop: the loops check h->failed, and module.c raises it as RuntimeError (MemoryError)
+ * after the call. Messages start with the Python exception's name. The state after a
+ * failure is not the model's: the host is not used again. */
 void host_fail(struct host *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- the core (HostCore) --------------------------------------------------------- */
