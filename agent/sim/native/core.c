@@ -96,6 +96,8 @@ static inline bool ev_less(const struct event *a, const struct event *b) {
     return a->at < b->at || (a->at == b->at && a->seq < b->seq);
 }
 
+/* HostCore.timer: push (at, seq, fn, a, b); seq breaks ties, so pushes must come in the
+ * model's order. */
 void host_timer(struct host *h, int64_t at, timer_fn fn, void *a, int64_t b) {
     if (h->qlen == h->qcap) {
         size_t cap = h->qcap ? h->qcap * 2 : 1024;
@@ -119,6 +121,7 @@ void host_timer(struct host *h, int64_t at, timer_fn fn, void *a, int64_t b) {
     q[i] = e;
 }
 
+/* heapq.heappop on (at, seq) */
 static struct event heap_pop(struct host *h) {
     struct event *q = h->q;
     struct event top = q[0];
@@ -142,6 +145,7 @@ static struct event heap_pop(struct host *h) {
 
 static void do_schedule(struct host *h, int cpu);
 
+/* HostCore.raise_softirq: SCHEDULE_SOFTIRQ, each pCPU queued at most once (FIFO) */
 void host_raise_softirq(struct host *h, int cpu) {
     if (!mask_test(&h->pend_mask, cpu)) {
         mask_set(&h->pend_mask, cpu);
@@ -150,6 +154,7 @@ void host_raise_softirq(struct host *h, int cpu) {
     }
 }
 
+/* HostCore._flush: run the pending schedules, those they raise included */
 static void flush_pending(struct host *h) {
     while (h->pend_len && !h->failed) {
         int cpu = h->pend[h->pend_head];
@@ -160,10 +165,12 @@ static void flush_pending(struct host *h) {
     }
 }
 
+/* HostCore.flush */
 void host_flush(struct host *h) {
     if (h->pend_len) flush_pending(h);
 }
 
+/* HostCore._slice_end: a slice timer still current reschedules its pCPU */
 static void slice_end(struct host *h, void *a, int64_t ver) {
     int cpu = (int)(intptr_t)a;
     if (ver == h->slice_ver[cpu]) {
@@ -174,6 +181,7 @@ static void slice_end(struct host *h, void *a, int64_t ver) {
     }
 }
 
+/* HostCore.arm_slice: a lazy slice becomes a timer at its next boundary after now */
 void host_arm_slice(struct host *h, int cpu) {
     if (!h->slice_lazy[cpu]) return;
     h->slice_lazy[cpu] = false;
@@ -181,7 +189,7 @@ void host_arm_slice(struct host *h, int cpu) {
     int64_t now = h->now;
     int64_t at = start + length;
     if (at < now) {
-        if (length == 0) {
+        if (length == 0) { /* Python's // by 0 raises */
             host_fail(h, "ZeroDivisionError: arm_slice on pCPU %d with a 0 ns slice", cpu);
             return;
         }
@@ -190,6 +198,7 @@ void host_arm_slice(struct host *h, int cpu) {
     host_timer(h, at, slice_end, (void *)(intptr_t)cpu, h->slice_ver[cpu]);
 }
 
+/* HostCore.set_migrating */
 void host_set_migrating(struct host *h, struct vcpu *v) {
     (void)h;
     v->pflags |= VPF_MIGRATING;
@@ -197,6 +206,7 @@ void host_set_migrating(struct host *h, struct vcpu *v) {
 
 /* ---- schedule() and the context switch ------------------------------------------- */
 
+/* HostCore._touched.append, once per window */
 static void touch(struct host *h, struct vcpu *v) {
     if (v->touched) return;
     if (h->ntouched == h->touched_cap) {
@@ -216,8 +226,9 @@ static void touch(struct host *h, struct vcpu *v) {
 static void work_done(struct host *h, void *a, int64_t ver);
 static void wake_timer(struct host *h, void *a, int64_t ver);
 
+/* HostCore._start_running: switch in, count migrations, arm the work timer */
 static void start_running(struct host *h, struct vcpu *v, int cpu) {
-    if (v->cpu != cpu) {
+    if (v->cpu != cpu) { /* Python's assert: a scheduler moved a running vCPU */
         host_fail(h, "AssertionError: d%dv%d switched in on pCPU %d but v->processor is %d",
                   v->domid, v->vid, cpu, v->cpu);
         return;
@@ -239,6 +250,7 @@ static void start_running(struct host *h, struct vcpu *v, int cpu) {
     if (v->work_left > 0) host_timer(h, now + v->work_left, work_done, v, v->wl_ver);
 }
 
+/* HostCore._stop_running: charge the run to its node, keep the work left */
 static void stop_running(struct host *h, struct vcpu *v) {
     int64_t now = h->now;
     int64_t ran = now - v->run_start;
@@ -255,6 +267,7 @@ static void stop_running(struct host *h, struct vcpu *v) {
     }
 }
 
+/* HostCore._do_schedule: schedule(), context switch, slice, context_saved */
 static void do_schedule(struct host *h, int cpu) {
     struct vcpu *prev = h->cur[cpu];
     struct pool *p = h->pool_of[cpu];
@@ -296,6 +309,7 @@ static void do_schedule(struct host *h, int cpu) {
     }
 }
 
+/* HostCore.run_until: the events up to until, each followed by the softirq flush */
 void host_run_until(struct host *h, int64_t until) {
     int64_t n = 0;
     while (h->qlen && h->q[0].at <= until && !h->failed) {
@@ -311,6 +325,7 @@ void host_run_until(struct host *h, int64_t until) {
 
 /* ---- runnability and demand ------------------------------------------------------ */
 
+/* HostCore._demand_begin */
 static void demand_begin(struct host *h, struct vcpu *v) {
     v->demand_start = h->now;
     if (v->demanding) return; /* dict assignment: keeps its place */
@@ -318,10 +333,11 @@ static void demand_begin(struct host *h, struct vcpu *v) {
     list_add_tail(&v->demand_elem, &h->demanding);
 }
 
+/* HostCore._demand_end */
 static void demand_end(struct host *h, struct vcpu *v) {
     v->acc_demand += h->now - v->demand_start;
     v->demand_start = -1;
-    if (!v->demanding) {
+    if (!v->demanding) { /* Python's `del self._demanding[v]` raises */
         host_fail(h, "KeyError: d%dv%d is not in _demanding", v->domid, v->vid);
         return;
     }
@@ -330,24 +346,28 @@ static void demand_end(struct host *h, struct vcpu *v) {
     touch(h, v);
 }
 
+/* HostCore.set_flag: a pause flag; the first one ends the demand */
 void host_set_flag(struct host *h, struct vcpu *v, int bit) {
     int f = v->pflags;
     if (!(f & VPF_NO_DEMAND) && (bit & VPF_NO_DEMAND)) demand_end(h, v);
     v->pflags = f | bit;
 }
 
+/* HostCore.clear_flag: the last one cleared starts the demand */
 void host_clear_flag(struct host *h, struct vcpu *v, int bit) {
     int f = v->pflags & ~bit;
     if ((v->pflags & VPF_NO_DEMAND) && !(f & VPF_NO_DEMAND)) demand_begin(h, v);
     v->pflags = f;
 }
 
+/* HostCore.vcpu_sleep (Xen's vcpu_sleep_nosync) */
 void host_vcpu_sleep(struct host *h, struct vcpu *v, int bit) {
     host_set_flag(h, v, bit);
     struct pool *p = v->dom->pool;
     p->ops->sleep(h, p, v);
 }
 
+/* HostCore.vcpu_wake (Xen's vcpu_wake) */
 void host_vcpu_wake(struct host *h, struct vcpu *v, int bit) {
     host_clear_flag(h, v, bit);
     if (!v->pflags) {
@@ -356,12 +376,14 @@ void host_vcpu_wake(struct host *h, struct vcpu *v, int bit) {
     }
 }
 
+/* HostCore.migrate_start (Xen's vcpu_migrate_start) */
 void host_migrate_start(struct host *h, struct vcpu *v) {
     v->pflags |= VPF_MIGRATING;
     struct pool *p = v->dom->pool;
     p->ops->sleep(h, p, v);
 }
 
+/* HostCore.migrate_finish (Xen's vcpu_migrate_finish) */
 void host_migrate_finish(struct host *h, struct vcpu *v) {
     if (v->is_running || !(v->pflags & VPF_MIGRATING)) return;
     struct pool *p = v->dom->pool;
@@ -384,10 +406,12 @@ static int64_t round_ns(double x) {
 
 static int64_t at_least_min(int64_t x) { return x > WL_MIN_NS ? x : WL_MIN_NS; }
 
+/* workload._exp */
 static int64_t wl_exp(double mean_ns, struct mt *rng) {
     return at_least_min(round_ns(mt_expovariate(rng, 1.0 / mean_ns)));
 }
 
+/* workload.on_ns */
 int64_t wl_on_ns(struct vcpu *v) {
     switch (v->wl_kind) {
     case WL_CPUBOUND:
@@ -401,6 +425,7 @@ int64_t wl_on_ns(struct vcpu *v) {
     }
 }
 
+/* workload.off_ns */
 int64_t wl_off_ns(struct vcpu *v) {
     switch (v->wl_kind) {
     case WL_BURSTY:
@@ -443,6 +468,7 @@ bool wl_start(struct vcpu *v, int64_t *amount) {
     }
 }
 
+/* HostCore._work_done: the work ran out, the vCPU blocks (vcpu_block) */
 static void work_done(struct host *h, void *a, int64_t ver) {
     struct vcpu *v = a;
     if (ver != v->wl_ver) return;
@@ -454,6 +480,7 @@ static void work_done(struct host *h, void *a, int64_t ver) {
     if (off != WL_NEVER) host_timer(h, h->now + off, wake_timer, v, v->wl_ver);
 }
 
+/* HostCore._wake_timer */
 static void wake_timer(struct host *h, void *a, int64_t ver) {
     struct vcpu *v = a;
     if (ver != v->wl_ver) return;
@@ -463,6 +490,7 @@ static void wake_timer(struct host *h, void *a, int64_t ver) {
 
 /* ---- objects --------------------------------------------------------------------- */
 
+/* Vcpu.set_masks */
 void vcpu_set_masks(struct vcpu *v, const mask_t *hard, const mask_t *soft,
                     const mask_t *pool_cpus) {
     v->hard = *hard;
@@ -477,6 +505,7 @@ void vcpu_set_masks(struct vcpu *v, const mask_t *hard, const mask_t *soft,
 
 /* ---- what the engine asks per vCPU ----------------------------------------------- */
 
+/* HostCore.start */
 void host_start(struct host *h) {
     for (int i = 0; i < h->npools && !h->failed; i++) {
         struct pool *p = h->pools[i];
@@ -484,6 +513,7 @@ void host_start(struct host *h) {
     }
 }
 
+/* HostCore.add_vcpu */
 void host_add_vcpu(struct host *h, struct vcpu *v, const mask_t *hard, const mask_t *soft, int cpu,
                    int kind, double p1, double p2) {
     struct pool *p = v->dom->pool;
@@ -502,17 +532,20 @@ void host_add_vcpu(struct host *h, struct vcpu *v, const mask_t *hard, const mas
     p->ops->insert(h, p, v);
 }
 
+/* HostCore.shutdown_vcpu */
 void host_shutdown_vcpu(struct host *h, struct vcpu *v) {
     v->wl_ver++;
     host_vcpu_sleep(h, v, VPF_DOWN);
 }
 
+/* HostCore.remove_vcpu */
 void host_remove_vcpu(struct host *h, struct vcpu *v) {
     struct pool *p = v->dom->pool;
     p->ops->remove(h, p, v);
     touch(h, v);
 }
 
+/* HostCore.set_workload */
 void host_set_workload(struct host *h, struct vcpu *v, int kind, double p1, double p2) {
     v->wl_kind = kind;
     v->wl_p1 = p1;
@@ -534,6 +567,7 @@ void host_set_workload(struct host *h, struct vcpu *v, int kind, double p1, doub
     }
 }
 
+/* HostCore.set_affinity */
 void host_set_affinity(struct host *h, struct vcpu *v, const mask_t *hard, const mask_t *soft) {
     struct pool *p = v->dom->pool;
     vcpu_set_masks(v, hard, soft, &p->cpus);
@@ -544,6 +578,7 @@ void host_set_affinity(struct host *h, struct vcpu *v, const mask_t *hard, const
 
 /* ---- accounting ------------------------------------------------------------------ */
 
+/* HostCore.take_accounting */
 int host_take_accounting(struct host *h, int64_t *start, int64_t *end, int64_t *busy,
                          acct_row_fn row, void *ctx) {
     int64_t now = h->now;
@@ -610,7 +645,7 @@ static void none_start(struct host *h, struct pool *p) {
 static void none_insert(struct host *h, struct pool *p, struct vcpu *v) {
     (void)p;
     (void)v;
-    host_fail(h, "RuntimeError: cpupool has no scheduler");
+    host_fail(h, "RuntimeError: cpupool has no scheduler"); /* as _NoSched.insert */
 }
 static void none_noop(struct host *h, struct pool *p, struct vcpu *v) {
     (void)h;

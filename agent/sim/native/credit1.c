@@ -147,7 +147,7 @@ static void burn(struct vcpu *v, int64_t now) {
     v->c1.start_time = now;
 }
 
-/* ---- pick (_csched_cpu_pick) ------------------------------------------------------------ */
+/* ---- pick (_csched_cpu_pick) ----------------------------------------------------- */
 
 /* Credit1._pick (Xen's _csched_cpu_pick): stay, or the pCPU of the idlest core / node;
  * commit keeps the idle_bias it moved (csched_res_pick does, csched_unit_acct not). */

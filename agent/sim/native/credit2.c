@@ -782,7 +782,7 @@ static void c2_context_saved(struct host *h, struct pool *pool, struct vcpu *v) 
             return;
         }
     }
-    if (s->rqd == NULL) {
+    if (s->rqd == NULL) { /* Python would read None.load */
         host_fail(h, "credit2: d%dv%d context_saved outside any runqueue", v->domid, v->vid);
         return;
     }
