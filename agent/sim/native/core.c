@@ -90,6 +90,15 @@ static void host_nomem(struct host *h) {
     host_fail(h, "out of memory");
 }
 
+/* The array grown for one more element (doubling, from first), or NULL: then *cap and
+ * the old array are unchanged. */
+static void *grow(void *arr, size_t *cap, size_t size, size_t first) {
+    size_t n = *cap ? *cap * 2 : first;
+    void *a = realloc(arr, n * size);
+    if (a) *cap = n;
+    return a;
+}
+
 /* ---- the event heap -------------------------------------------------------------- */
 
 static inline bool ev_less(const struct event *a, const struct event *b) {
@@ -100,14 +109,12 @@ static inline bool ev_less(const struct event *a, const struct event *b) {
  * model's order. */
 void host_timer(struct host *h, int64_t at, timer_fn fn, void *a, int64_t b) {
     if (h->qlen == h->qcap) {
-        size_t cap = h->qcap ? h->qcap * 2 : 1024;
-        struct event *q = realloc(h->q, cap * sizeof *q);
+        struct event *q = grow(h->q, &h->qcap, sizeof *q, 1024);
         if (!q) {
             host_nomem(h);
             return;
         }
         h->q = q;
-        h->qcap = cap;
     }
     struct event e = {at, ++h->seq, fn, a, b};
     struct event *q = h->q;
@@ -210,14 +217,12 @@ void host_set_migrating(struct host *h, struct vcpu *v) {
 static void touch(struct host *h, struct vcpu *v) {
     if (v->touched) return;
     if (h->ntouched == h->touched_cap) {
-        size_t cap = h->touched_cap ? h->touched_cap * 2 : 256;
-        struct vcpu **t = realloc(h->touched, cap * sizeof *t);
+        struct vcpu **t = grow(h->touched, &h->touched_cap, sizeof *t, 256);
         if (!t) {
             host_nomem(h);
             return;
         }
         h->touched = t;
-        h->touched_cap = cap;
     }
     v->touched = true;
     h->touched[h->ntouched++] = v;
@@ -786,11 +791,9 @@ struct pool *host_add_pool(struct host *h, const mask_t *cpus, const char *name,
 
 struct dom *host_add_dom(struct host *h, struct pool *p, int domid, int64_t weight) {
     if (h->ndoms == h->doms_cap) {
-        size_t cap = h->doms_cap ? h->doms_cap * 2 : 64;
-        struct dom **d = realloc(h->doms, cap * sizeof *d);
+        struct dom **d = grow(h->doms, &h->doms_cap, sizeof *d, 64);
         if (!d) return NULL;
         h->doms = d;
-        h->doms_cap = cap;
     }
     struct dom *d = calloc(1, sizeof *d);
     if (!d) return NULL;
@@ -804,11 +807,9 @@ struct dom *host_add_dom(struct host *h, struct pool *p, int domid, int64_t weig
 
 struct vcpu *host_new_vcpu(struct host *h, struct dom *d, int vid, const struct mt *rng) {
     if (h->nvcpus == h->vcpus_cap) {
-        size_t cap = h->vcpus_cap ? h->vcpus_cap * 2 : 256;
-        struct vcpu **vs = realloc(h->vcpus, cap * sizeof *vs);
+        struct vcpu **vs = grow(h->vcpus, &h->vcpus_cap, sizeof *vs, 256);
         if (!vs) return NULL;
         h->vcpus = vs;
-        h->vcpus_cap = cap;
     }
     struct vcpu *v = calloc(1, sizeof *v);
     if (!v) return NULL;

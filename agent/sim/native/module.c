@@ -341,6 +341,7 @@ static PyObject *Host_add_vcpu(HostObject *self, PyObject *args) {
     return after(self, PyLong_FromLong(v->id));
 }
 
+/* A method taking a vCPU handle and a pause flag. */
 static PyObject *vcpu_bit_call(HostObject *self, PyObject *args, const char *fmt,
                                void (*fn)(struct host *, struct vcpu *, int)) {
     PyObject *v_o, *bit_o;
@@ -368,20 +369,22 @@ static PyObject *Host_flush(HostObject *self, PyObject *noargs) {
     return after(self, Py_NewRef(Py_None));
 }
 
-static PyObject *Host_shutdown_vcpu(HostObject *self, PyObject *arg) {
+/* A method taking one vCPU handle. */
+static PyObject *vcpu_call(HostObject *self, PyObject *arg,
+                           void (*fn)(struct host *, struct vcpu *)) {
     if (check_host(self) < 0) return NULL;
     struct vcpu *v = vcpu_arg(self, arg, "v");
     if (!v) return NULL;
-    host_shutdown_vcpu(self->h, v);
+    fn(self->h, v);
     return after(self, Py_NewRef(Py_None));
 }
 
+static PyObject *Host_shutdown_vcpu(HostObject *self, PyObject *arg) {
+    return vcpu_call(self, arg, host_shutdown_vcpu);
+}
+
 static PyObject *Host_remove_vcpu(HostObject *self, PyObject *arg) {
-    if (check_host(self) < 0) return NULL;
-    struct vcpu *v = vcpu_arg(self, arg, "v");
-    if (!v) return NULL;
-    host_remove_vcpu(self->h, v);
-    return after(self, Py_NewRef(Py_None));
+    return vcpu_call(self, arg, host_remove_vcpu);
 }
 
 static PyObject *Host_set_workload(HostObject *self, PyObject *args) {

@@ -40,11 +40,6 @@ typedef struct {
 static inline void mask_zero(mask_t *m) {
     for (int i = 0; i < MASK_WORDS; i++) m->w[i] = 0;
 }
-static inline mask_t mask_none(void) {
-    mask_t m;
-    mask_zero(&m);
-    return m;
-}
 static inline bool mask_test(const mask_t *m, int c) { return (m->w[c >> 6] >> (c & 63)) & 1; }
 static inline void mask_set(mask_t *m, int c) { m->w[c >> 6] |= (uint64_t)1 << (c & 63); }
 static inline void mask_clear(mask_t *m, int c) { m->w[c >> 6] &= ~((uint64_t)1 << (c & 63)); }
@@ -62,11 +57,6 @@ static inline mask_t mask_or(const mask_t *a, const mask_t *b) {
 static inline mask_t mask_andnot(const mask_t *a, const mask_t *b) {
     mask_t r;
     for (int i = 0; i < MASK_WORDS; i++) r.w[i] = a->w[i] & ~b->w[i];
-    return r;
-}
-static inline mask_t mask_xor(const mask_t *a, const mask_t *b) {
-    mask_t r;
-    for (int i = 0; i < MASK_WORDS; i++) r.w[i] = a->w[i] ^ b->w[i];
     return r;
 }
 static inline bool mask_empty(const mask_t *m) {
@@ -102,12 +92,6 @@ static inline int mask_first(const mask_t *m) {
         if (m->w[i]) return i * 64 + __builtin_ctzll(m->w[i]);
     return -1;
 }
-/* Highest set bit, or -1 if empty (for reversed iteration). */
-static inline int mask_last(const mask_t *m) {
-    for (int i = MASK_WORDS - 1; i >= 0; i--)
-        if (m->w[i]) return i * 64 + 63 - __builtin_clzll(m->w[i]);
-    return -1;
-}
 /* Lowest set bit > n (n may be -1), or -1 if none (no wrap). */
 static inline int mask_next(int n, const mask_t *m) {
     int c = n + 1;
@@ -118,19 +102,6 @@ static inline int mask_next(int n, const mask_t *m) {
     for (;;) {
         if (x) return i * 64 + __builtin_ctzll(x);
         if (++i >= MASK_WORDS) return -1;
-        x = m->w[i];
-    }
-}
-/* Highest set bit < n, or -1 if none. */
-static inline int mask_prev(int n, const mask_t *m) {
-    int c = n - 1;
-    if (c >= MAX_CPUS) c = MAX_CPUS - 1;
-    if (c < 0) return -1;
-    int i = c >> 6;
-    uint64_t x = m->w[i] & (~(uint64_t)0 >> (63 - (c & 63)));
-    for (;;) {
-        if (x) return i * 64 + 63 - __builtin_clzll(x);
-        if (--i < 0) return -1;
         x = m->w[i];
     }
 }
@@ -190,11 +161,6 @@ static inline int64_t floordiv64(int64_t a, int64_t b) {
     int64_t q = a / b;
     if ((a % b != 0) && ((a < 0) != (b < 0))) q--;
     return q;
-}
-static inline int64_t floormod64(int64_t a, int64_t b) {
-    int64_t r = a % b;
-    if (r != 0 && ((r < 0) != (b < 0))) r += b;
-    return r;
 }
 /* Python's divmod(a, b) for b > 0: the floor quotient, *rem in [0, b). */
 static inline int64_t floordivmod64(int64_t a, int64_t b, int64_t *rem) {
