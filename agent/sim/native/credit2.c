@@ -261,12 +261,16 @@ static void tickle_cpu(struct c2_priv *p, int cpu, struct c2_runq *rqd) {
     host_raise_softirq(p->h, cpu);
 }
 
+/* idle & ~tickled: the idle pCPUs no one has claimed yet */
+static inline mask_t untickled_idlers(const struct c2_runq *rqd) {
+    return mask_andnot(&rqd->idle, &rqd->tickled);
+}
+
 /* Credit2._smt_idle_set(cpu, idle & ~tickled, rqd) (Xen's smt_idle_mask_set) */
 static void smt_idle_set(struct c2_priv *p, int cpu, struct c2_runq *rqd) {
     const mask_t *sibs = &p->sibling[cpu];
-    for (int k = 0; k < MASK_WORDS; k++)
-        if (((rqd->idle.w[k] & ~rqd->tickled.w[k]) & sibs->w[k]) != sibs->w[k]) return;
-    rqd->smt_idle = mask_or(&rqd->smt_idle, sibs);
+    mask_t idlers = untickled_idlers(rqd);
+    if (mask_subset(sibs, &idlers)) rqd->smt_idle = mask_or(&rqd->smt_idle, sibs);
 }
 
 /* Credit2._tickle_score (Xen's tickle_score): how much nv deserves cpu over what runs there (-1:
@@ -320,14 +324,14 @@ static void runq_tickle(struct c2_priv *p, struct vcpu *nv, int64_t now) {
             } else {
                 aff = nv->hard;
             }
-            for (int k = 0; k < MASK_WORDS; k++) aff.w[k] &= online->w[k];
+            aff = mask_and(&aff, online);
             m = mask_and(&rqd->smt_idle, &aff);
             if (!mask_empty(&m)) {
                 ipid = mask_test_or_cycle(cpu, &m);
                 break;
             }
-            for (int k = 0; k < MASK_WORDS; k++)
-                m.w[k] = rqd->idle.w[k] & ~rqd->tickled.w[k] & aff.w[k];
+            m = untickled_idlers(rqd);
+            m = mask_and(&m, &aff);
             if (!mask_empty(&m)) {
                 ipid = mask_test_or_cycle(cpu, &m);
                 break;
@@ -335,10 +339,11 @@ static void runq_tickle(struct c2_priv *p, struct vcpu *nv, int64_t now) {
         }
         if (ipid < 0) {
             int64_t best = 0;
-            mask_t mask;
-            for (int k = 0; k < MASK_WORDS; k++)
-                mask.w[k] = rqd->active.w[k] & ~rqd->idle.w[k] & ~rqd->tickled.w[k] &
-                            nv->hard.w[k] & online->w[k];
+            /* busy, not tickled, in nv's hard affinity */
+            mask_t mask = mask_andnot(&rqd->active, &rqd->idle);
+            mask = mask_andnot(&mask, &rqd->tickled);
+            mask = mask_and(&mask, &nv->hard);
+            mask = mask_and(&mask, online);
             if (mask_test(&mask, cpu)) {
                 mask_clear(&mask, cpu);
                 int64_t score = tickle_score(p, nv, cpu, now);
@@ -391,13 +396,8 @@ static int res_pick(struct c2_priv *p, struct vcpu *v) {
             load = rqd->b_avgload;
         }
         if (has_soft && (min_s_rqd == NULL || load < min_s_load)) {
-            bool any = false;
-            for (int k = 0; k < MASK_WORDS; k++)
-                if (scratch.w[k] & rqd->active.w[k] & v->soft.w[k]) {
-                    any = true;
-                    break;
-                }
-            if (any) {
+            mask_t in_rqd = mask_and(&scratch, &rqd->active);
+            if (mask_intersects(&in_rqd, &v->soft)) {
                 min_s_load = load;
                 min_s_rqd = rqd;
             }
@@ -410,9 +410,10 @@ static int res_pick(struct c2_priv *p, struct vcpu *v) {
     /* Python asserts here (no pCPU of the pool in its hard affinity): the hook fails the host */
     if (min_rqd == NULL) return -1;
     if (has_soft && min_s_rqd != NULL) {
-        for (int k = 0; k < MASK_WORDS; k++) scratch.w[k] &= v->soft.w[k] & min_s_rqd->active.w[k];
+        scratch = mask_and(&scratch, &v->soft);
+        scratch = mask_and(&scratch, &min_s_rqd->active);
     } else {
-        for (int k = 0; k < MASK_WORDS; k++) scratch.w[k] &= min_rqd->active.w[k];
+        scratch = mask_and(&scratch, &min_rqd->active);
     }
     /* As in 4.17: the bias of the hard-affinity minimum, even for the soft one. */
     int new_cpu = mask_cycle(min_rqd->pick_bias, &scratch);
@@ -536,11 +537,8 @@ static struct vcpu *runq_candidate(struct c2_runq *rqd, struct vcpu *scurr, int 
         if (!scurr->pflags && now - scurr->state_entry < RATELIMIT_NS) return scurr;
         bool soft_aff_preempt = false;
         if (scurr->has_soft && !mask_test(&scurr->smask, cpu)) {
-            for (int k = 0; k < MASK_WORDS; k++)
-                if (scurr->smask.w[k] & rqd->idle.w[k] & ~rqd->tickled.w[k]) {
-                    soft_aff_preempt = true;
-                    break;
-                }
+            mask_t idlers = untickled_idlers(rqd);
+            soft_aff_preempt = mask_intersects(&scurr->smask, &idlers);
         }
         if (!scurr->pflags && !soft_aff_preempt) snext = scurr;
     }
