@@ -3,7 +3,7 @@
 Handles are ints: add_domain and add_vcpu return them. Masks are ints (bit n =
 pCPU n, at most MAX_CPUS bits). Errors in arguments raise ValueError naming the
 argument; a failure inside the model (what would be an exception in the Python
-core) raises RuntimeError and leaves the Host unusable.
+core) raises RuntimeError (MemoryError when out of memory) and leaves the Host unusable.
 """
 
 MAX_CPUS: int

@@ -3,13 +3,11 @@
  * the same order as the Python model. Comments name the Python method each
  * function ports; read credit1.py for the why of each rule.
  *
- * Python containers and their C forms:
- * - runq[cpu] (list ordered by priority): intrusive doubly linked list, head =
- *   rq[0];
- * - active_sdom / SDom.active (insertion-ordered dicts): intrusive doubly linked
- *   lists appending at the tail (deletion unlinks; a move to the end is unlink +
- *   append); `list(reversed(active_sdom))` walks from the tail, taking each
- *   predecessor before the visit (the visit may move or drop only itself);
+ * Python containers and their C forms (native.h):
+ * - runq[cpu] (list ordered by priority), active_sdom and SDom.active (insertion-
+ *   ordered dicts): struct list_head lists; a dict's deletion is list_del, a move
+ *   to the end list_del + list_add_tail, `list(reversed(active_sdom))` is
+ *   list_for_each_entry_safe_reverse (the visit may move or drop only itself);
  * - int bit masks: mask_t.
  */
 #include <stdlib.h>
@@ -30,27 +28,37 @@
 
 enum { SOFT = 0, HARD = 1 };
 
+/* Credit1's attributes; pool->priv points at it (pool->rng is its random.Random). */
 struct c1_priv {
     struct host *h;
     struct pool *pool;
     mask_t cpus;
-    int64_t migr_delay;
+    int64_t migr_delay;              /* vcpu_migration_delay: 0, the engine never sets it */
     struct list_head runq[MAX_CPUS]; /* c1_vcpu.runq_elem, highest priority first */
     int nr_runnable[MAX_CPUS];
     int idle_bias[MAX_CPUS];
     int last_tickle[MAX_CPUS];
     int balance_bias[MAX_NODES];
     mask_t idlers;
-    struct list_head active_sdom; /* c1_dom.sdom_elem, insertion ordered */
+    struct list_head active_sdom; /* c1_dom.sdom_elem, insertion ordered (head = the end) */
     int64_t weight;
     int64_t credit;
     int64_t credit_balance;
     int64_t runq_sort;
     int64_t sorted_epoch;
-    mask_t busy, overloaded, queued;
-    int64_t nq, nq_hi;
-    mask_t boosted, inactive, outside_soft, spread, lazy, lazy_over;
-    bool smt;
+    /* Derived masks and counts, kept in step so the hot paths need no scans. */
+    mask_t busy;         /* pCPUs running one of our vCPUs */
+    mask_t overloaded;   /* nr_runnable > 1 */
+    mask_t queued;       /* runqueue not empty */
+    int64_t nq;          /* queued vCPUs in the pool */
+    int64_t nq_hi;       /* ... of priority UNDER or BOOST */
+    mask_t boosted;      /* running a BOOST vCPU (may be stale: checked at tick) */
+    mask_t inactive;     /* running a vCPU off the active list (may be stale) */
+    mask_t outside_soft; /* running a vCPU outside its soft-affinity step */
+    mask_t spread;       /* running a vCPU whose pick mask reaches other sockets */
+    mask_t lazy;         /* lone runner whose slice end is deferred */
+    mask_t lazy_over;    /* ... whose vCPU is OVER (may steal once work queues) */
+    bool smt;            /* some pCPU has an SMT sibling */
 };
 
 /* ---- runqueue -------------------------------------------------------------------- */

@@ -1,7 +1,8 @@
 /* credit2.c: a port of agent/sim/credit2.py (Xen 4.17's credit2 model), exact
  * to the bit: same decisions, same iteration orders, same tie rules, same
- * fixed-point arithmetic. The Python model is the reference and carries the
- * explanations; comments here only note where C needs care to agree with it.
+ * fixed-point arithmetic. Comments name the Python method (and Xen function) each
+ * function ports; read credit2.py for the why of each rule. Runq.runq and Runq.svc
+ * are struct list_head lists (native.h).
  *
  * Arithmetic: Python ints are unbounded and floor on // and >>. Here times,
  * credits and loads are int64_t; products that could pass 2^63 go through
