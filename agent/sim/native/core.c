@@ -283,14 +283,8 @@ static void do_schedule(struct host *h, int cpu) {
 #ifdef XNUMA_TRACE
     /* one line per schedule(): now cpu prev next tslice lazy (dXvY, "-" = idle) */
     fprintf(stderr, "sched %lld %d ", (long long)now, cpu);
-    if (prev)
-        fprintf(stderr, "d%dv%d ", prev->domid, prev->vid);
-    else
-        fprintf(stderr, "- ");
-    if (nxt)
-        fprintf(stderr, "d%dv%d", nxt->domid, nxt->vid);
-    else
-        fprintf(stderr, "-");
+    trace_vcpu(prev, " ");
+    trace_vcpu(nxt, "");
     fprintf(stderr, " %lld %d\n", (long long)tslice, (int)lazy);
 #endif
     if (nxt != prev) {

@@ -2,7 +2,8 @@
  *
  * A port of agent/sim/credit1.py (Xen 4.17's xen/common/sched/credit.c model);
  * it must compute exactly what the Python model computes. Included by native.h
- * (embedded in struct vcpu / struct dom), so it only forward-declares them.
+ * after struct list_head (embedded in struct vcpu / struct dom), so it only
+ * forward-declares them.
  */
 #ifndef XNUMA_CREDIT1_H
 #define XNUMA_CREDIT1_H

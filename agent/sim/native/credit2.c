@@ -14,9 +14,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#ifdef XNUMA_TRACE
-#include <stdio.h>
-#endif
 
 #define CREDIT_INIT 10000000LL
 #define CREDIT_MIN (-CREDIT_INIT)
@@ -633,15 +630,9 @@ static struct vcpu *c2_schedule(struct host *h, struct pool *pool, int cpu, stru
     struct vcpu *next = schedule(h, pool, cpu, prev, tslice, lazy);
 #ifdef XNUMA_TRACE
     fprintf(stderr, "c2 %lld %d ", (long long)h->now, cpu);
-    if (prev)
-        fprintf(stderr, "d%dv%d ", prev->domid, prev->vid);
-    else
-        fprintf(stderr, "- ");
-    if (next)
-        fprintf(stderr, "d%dv%d %lld %lld\n", next->domid, next->vid, (long long)*tslice,
-                (long long)C2(next)->credit);
-    else
-        fprintf(stderr, "- -1 0\n");
+    trace_vcpu(prev, " ");
+    trace_vcpu(next, " ");
+    fprintf(stderr, "%lld %lld\n", (long long)*tslice, next ? (long long)C2(next)->credit : 0LL);
 #endif
     return next;
 }

@@ -2,7 +2,7 @@
  *
  * A port of agent/sim/credit2.py (Xen 4.17's xen/common/sched/credit2.c model);
  * it must compute exactly what the Python model computes. Included by native.h
- * (struct c2_vcpu is embedded in struct vcpu) after mask_t, so it only
+ * (struct c2_vcpu is embedded in struct vcpu) after mask_t and struct list_head, so it only
  * forward-declares the core's structs.
  */
 #ifndef XNUMA_CREDIT2_H

@@ -442,4 +442,15 @@ typedef int (*acct_row_fn)(void *ctx, const struct vcpu *v);
 int host_take_accounting(struct host *h, int64_t *start, int64_t *end, int64_t *busy,
                          acct_row_fn row, void *ctx);
 
+#ifdef XNUMA_TRACE
+#include <stdio.h>
+/* -DXNUMA_TRACE: a vCPU in a decision line, "dXvY" or "-" for idle */
+static inline void trace_vcpu(const struct vcpu *v, const char *after) {
+    if (v)
+        fprintf(stderr, "d%dv%d%s", v->domid, v->vid, after);
+    else
+        fprintf(stderr, "-%s", after);
+}
+#endif
+
 #endif
