@@ -113,9 +113,8 @@ def test_host_refuses_bad_arguments() -> None:
     h.run_until(1000)
     with pytest.raises(ValueError, match="t: 999 is out of range"):
         h.run_until(999)  # before now
-    h.remove_domain(d)
-    with pytest.raises(ValueError, match="removed"):
-        h.add_vcpu(d, 1, 0b1111, 0b1111, 0, 0, 0.0, 0.0, state)
+    with pytest.raises(ValueError, match="dom: 1 is out of range"):
+        h.add_vcpu(d + 1, 1, 0b1111, 0b1111, 0, 0, 0.0, 0.0, state)  # no such domain
 
 
 def test_host_runs_and_accounts_a_cpu_bound_vcpu() -> None:

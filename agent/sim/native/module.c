@@ -88,26 +88,6 @@ static int mt_from_py(PyObject *o, struct mt *m, const char *what) {
     return 0;
 }
 
-static PyObject *mt_to_py(const struct mt *m) {
-    PyObject *st = PyTuple_New(625);
-    if (!st) return NULL;
-    for (int i = 0; i < 624; i++) {
-        PyObject *w = PyLong_FromUnsignedLong(m->s[i]);
-        if (!w) {
-            Py_DECREF(st);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(st, i, w);
-    }
-    PyObject *idx = PyLong_FromLong(m->idx);
-    if (!idx) {
-        Py_DECREF(st);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(st, 624, idx);
-    return Py_BuildValue("(iNO)", 3, st, Py_None);
-}
-
 /* ---- errors from the core -------------------------------------------------------- */
 
 static int check_host(HostObject *self) {
@@ -143,12 +123,7 @@ static struct vcpu *vcpu_arg(HostObject *self, PyObject *o, const char *what) {
 static struct dom *dom_arg(HostObject *self, PyObject *o, const char *what) {
     long long id;
     if (int_from_py(o, 0, (long long)self->h->ndoms - 1, &id, what) < 0) return NULL;
-    struct dom *d = self->h->doms[id];
-    if (d->gone) {
-        PyErr_Format(PyExc_ValueError, "%s: domain handle %lld was removed", what, id);
-        return NULL;
-    }
-    return d;
+    return self->h->doms[id];
 }
 
 static int workload_arg(int kind, double p1, double p2) {
@@ -306,14 +281,6 @@ static PyObject *Host_add_domain(HostObject *self, PyObject *args) {
     struct dom *d = host_add_dom(self->h, self->h->pools[pool], (int)domid, weight);
     if (!d) return PyErr_NoMemory();
     return PyLong_FromLong(d->id);
-}
-
-static PyObject *Host_remove_domain(HostObject *self, PyObject *arg) {
-    if (check_host(self) < 0) return NULL;
-    struct dom *d = dom_arg(self, arg, "dom");
-    if (!d) return NULL;
-    d->gone = true;
-    Py_RETURN_NONE;
 }
 
 static PyObject *Host_add_vcpu(HostObject *self, PyObject *args) {
@@ -483,18 +450,10 @@ static PyObject *Host_vcpu_view(HostObject *self, PyObject *arg) {
                          (long long)run);
 }
 
-static PyObject *Host_vcpu_rng_state(HostObject *self, PyObject *arg) {
-    if (check_host(self) < 0) return NULL;
-    struct vcpu *v = vcpu_arg(self, arg, "v");
-    if (!v) return NULL;
-    return mt_to_py(&v->rng);
-}
-
 static PyMethodDef Host_methods[] = {
     {"start", (PyCFunction)Host_start, METH_NOARGS, "Start each pool's scheduler."},
     {"add_domain", (PyCFunction)Host_add_domain, METH_VARARGS,
      "add_domain(pool, domid, weight) -> dom handle"},
-    {"remove_domain", (PyCFunction)Host_remove_domain, METH_O, "remove_domain(dom)"},
     {"add_vcpu", (PyCFunction)Host_add_vcpu, METH_VARARGS,
      "add_vcpu(dom, vid, hard, soft, cpu, kind, p1, p2, rng_state) -> vcpu handle"},
     {"sleep", (PyCFunction)Host_sleep, METH_VARARGS, "HostCore.vcpu_sleep(v, bit)"},
@@ -508,8 +467,6 @@ static PyMethodDef Host_methods[] = {
     {"take_accounting", (PyCFunction)Host_take_accounting, METH_NOARGS,
      "(start, end, rows, busy); rows (domid, vid, run per node, demand, migr, cross-node)"},
     {"vcpu_view", (PyCFunction)Host_vcpu_view, METH_O, "(pflags, is_running, cpu, run ns)"},
-    {"vcpu_rng_state", (PyCFunction)Host_vcpu_rng_state, METH_O,
-     "The vCPU's MT19937 state, as random.Random.getstate()"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -284,7 +284,6 @@ struct dom {
     int domid;
     int64_t weight;
     struct pool *pool;
-    bool gone; /* remove_domain'd (kept: vCPUs and timers may point here) */
     struct c1_dom c1;
 };
 
