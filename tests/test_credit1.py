@@ -200,9 +200,9 @@ def test_migration_delay_keeps_cache_hot_vcpus_where_they_are() -> None:
     s = sched(h)
     vq = vcpu(h, q)
     s.migr_delay = 1 * MS
-    vq.last_sched = h.now - MS // 2
+    vq.last_sched = h.now_ns - MS // 2
     assert s._load_balance(2, PRI_IDLE) is None
-    vq.last_sched = h.now - 2 * MS
+    vq.last_sched = h.now_ns - 2 * MS
     assert s._load_balance(2, PRI_IDLE) is vq
 
 
@@ -232,7 +232,7 @@ def test_wake_boosts_and_the_next_tick_ends_the_boost() -> None:
     v.pri = PRI_UNDER  # a vCPU with credit
     h.set_workload(d, 0, CpuBound())  # wakes: csched_unit_wake
     assert v.pri == PRI_BOOST and v.is_running
-    h.advance(h.now + 10 * MS)  # csched_tick -> csched_unit_acct
+    h.advance(h.now_ns + 10 * MS)  # csched_tick -> csched_unit_acct
     assert v.pri != PRI_BOOST
 
 
@@ -280,13 +280,13 @@ def test_ratelimit_keeps_a_vcpu_that_ran_less_than_1ms() -> None:
     s = sched(h)
     vf = vcpu(h, f) if vcpu(h, f).is_running else vcpu(h, q)
     other = vcpu(h, q) if vf is vcpu(h, f) else vcpu(h, f)
-    vf.state_entry = h.now - 300_000  # it has run 0.3 ms
+    vf.state_entry = h.now_ns - 300_000  # it has run 0.3 ms
     s._runq_remove(0, other)
     other.pri = PRI_BOOST
     s._runq_insert(0, other)
     nxt, tslice, _ = s.schedule(0, vf)
     assert nxt is vf and tslice == RATELIMIT_NS - 300_000
-    vf.state_entry = h.now - 2 * MS
+    vf.state_entry = h.now_ns - 2 * MS
     nxt, _, _ = s.schedule(0, vf)
     assert nxt is other
 

@@ -125,7 +125,7 @@ def test_tickle_takes_its_own_pcpu_if_soft_affine_else_the_best_score() -> None:
     h.set_workload(n, 0, CpuBound())
     assert vn.is_running and vn.cpu == 0
     h.set_workload(n, 0, Idle())
-    h.advance(h.now + 2 * MS)
+    h.advance(h.now_ns + 2 * MS)
     for d, credit in zip(ids, (5 * MS, 1 * MS, 8 * MS), strict=True):
         vcpu(h, d).credit = credit
     vn.cpu = 0
@@ -157,7 +157,7 @@ def test_reset_credit_adds_credit_init_and_clips_the_carryover() -> None:
     s = sched(h)
     x, y, z = (vcpu(h, d) for d in ids)
     x.credit, y.credit, z.credit = -2 * MS, 3 * MS, 1
-    s._reset_credit(x.rqd, h.now, z)
+    s._reset_credit(x.rqd, h.now_ns, z)
     assert x.credit == CREDIT_INIT - 2 * MS
     assert y.credit == CREDIT_INIT + CARRYOVER_MAX  # 13 ms clipped
     assert z.credit == CREDIT_INIT + 1
@@ -183,15 +183,15 @@ def test_ratelimit_and_runtime_bounds() -> None:
     s = sched(h)
     run = vcpu(h, a) if vcpu(h, a).is_running else vcpu(h, b)
     other = vcpu(h, b) if run is vcpu(h, a) else vcpu(h, a)
-    run.state_entry = h.now - 300_000
+    run.state_entry = h.now_ns - 300_000
     other.credit = run.credit + 5 * MS
-    assert s._runq_candidate(run.rqd, run, 0, h.now) is run  # ran < 1 ms: kept
-    run.state_entry = h.now - 2 * MS
-    assert s._runq_candidate(run.rqd, run, 0, h.now) is other
+    assert s._runq_candidate(run.rqd, run, 0, h.now_ns) is run  # ran < 1 ms: kept
+    run.state_entry = h.now_ns - 2 * MS
+    assert s._runq_candidate(run.rqd, run, 0, h.now_ns) is other
     # A runtime is never shorter than 500 us nor longer than 10 ms.
-    t = s._runtime(run.rqd, run, h.now)
+    t = s._runtime(run.rqd, run, h.now_ns)
     assert MIN_TIMER <= t <= CREDIT_INIT
-    assert s._runtime(run.rqd, None, h.now) == -1
+    assert s._runtime(run.rqd, None, h.now_ns) == -1
     assert RATELIMIT_NS == 1_000_000
 
 

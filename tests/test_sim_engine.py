@@ -205,7 +205,7 @@ def test_hard_affinity_always_holds_and_accounting_adds_up(
         nv = len(h.domains[domid].vcpus)
         cpus = frozenset(c for c in range(8) if m >> c & 1)
         if op == "advance":
-            h.advance(h.now + m * 100_000)
+            h.advance(h.now_ns + m * 100_000)
             check_accounting(h, h.take_accounting())
         elif op == "pause":
             h.pause(domid)
@@ -227,7 +227,7 @@ def test_hard_affinity_always_holds_and_accounting_adds_up(
                     assert h.python_core().cur[v.cpu] is v and v.cpu not in seen
                     seen.add(v.cpu)
                     assert not v.pflags
-    h.advance(h.now + 50 * MS)
+    h.advance(h.now_ns + 50 * MS)
     check_accounting(h, h.take_accounting())
 
 

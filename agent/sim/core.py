@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from agent.sim import workload as wl
 from agent.sim.accounting import Accounting, VcpuAccounting
@@ -22,6 +22,15 @@ from agent.sim.spec import Workload
 
 # Flags that stop a vCPU wanting a pCPU (MIGRATING is a transient of the model).
 NO_DEMAND = BLOCKED | PAUSED | DOWN | PARKED
+
+
+class VcpuView(NamedTuple):
+    """A vCPU's state as the Hypervisor views need it."""
+
+    pflags: int  # v->pause_flags (objects.BLOCKED, PAUSED, DOWN, ...)
+    running: bool
+    cpu: int  # v->processor
+    run_ns: int  # run time so far, the current run included
 
 
 class SimCore(Protocol):
@@ -56,7 +65,7 @@ class SimCore(Protocol):
 
     def set_affinity(self, v: Vcpu, hard: int, soft: int) -> None: ...
 
-    def vcpu_view(self, v: Vcpu) -> tuple[int, bool, int, int]: ...
+    def vcpu_view(self, v: Vcpu) -> VcpuView: ...
 
     def run_until(self, until_ns: int) -> None: ...
 
@@ -326,10 +335,9 @@ class HostCore:
         self.migrate_start(v)
         self.migrate_finish(v)
 
-    def vcpu_view(self, v: Vcpu) -> tuple[int, bool, int, int]:
-        """(pause flags, running, pCPU, run time so far) for the Hypervisor views."""
+    def vcpu_view(self, v: Vcpu) -> VcpuView:
         run = v.total_run + (self.now - v.run_start if v.run_start >= 0 else 0)
-        return v.pflags, v.is_running, v.cpu, run
+        return VcpuView(v.pflags, v.is_running, v.cpu, run)
 
     # -- workload timers -------------------------------------------------------
 

@@ -118,10 +118,6 @@ class SimHost:
         return self.core.now
 
     @property
-    def now(self) -> int:
-        return self.core.now
-
-    @property
     def events_run(self) -> int:
         """Events the core has run (timers popped), for the speed benchmark."""
         return self.core.events_run
@@ -238,9 +234,10 @@ class SimHost:
             v.rng = wl.vcpu_rng(self.spec.seed, domid, i)
             if pins is not None:  # sched_init_vcpu: a pinned vCPU starts on its pCPU
                 self.core.add_vcpu(v, 1 << pins[i], soft, pins[i])
-            else:  # from where the previous one's insert put it
-                prev = first(start_cpus) if i == 0 else self.core.vcpu_view(dom.vcpus[-1])[2]
-                self.core.add_vcpu(v, hard, soft, prev if i == 0 else cycle(prev, start_cpus))
+            else:  # the next pCPU after where the previous one's insert put it
+                cpu = (first(start_cpus) if i == 0
+                       else cycle(self.core.vcpu_view(dom.vcpus[-1]).cpu, start_cpus))
+                self.core.add_vcpu(v, hard, soft, cpu)
             dom.vcpus.append(v)
         dom.paused = True
         if not paused:
@@ -389,7 +386,7 @@ class SimHost:
                 state = DomainState.SHUTDOWN
             elif d.paused:
                 state = DomainState.PAUSED
-            elif all(self.core.vcpu_view(v)[0] & BLOCKED for v in d.vcpus):
+            elif all(self.core.vcpu_view(v).pflags & BLOCKED for v in d.vcpus):
                 state = DomainState.BLOCKED  # XEN_DOMINF_blocked: every vCPU blocked
             else:
                 state = DomainState.RUNNING
@@ -406,20 +403,20 @@ class SimHost:
         out = []
         for d in doms:
             for v in d.vcpus:
-                pflags, running, on_cpu, run = self.core.vcpu_view(v)
-                if pflags & DOWN:
+                view = self.core.vcpu_view(v)
+                if view.pflags & DOWN:
                     state = VcpuState.OFFLINE
-                elif running:
+                elif view.running:
                     state = VcpuState.RUNNING
-                elif pflags & PAUSED:
+                elif view.pflags & PAUSED:
                     state = VcpuState.PAUSED
-                elif pflags & BLOCKED:
+                elif view.pflags & BLOCKED:
                     state = VcpuState.BLOCKED
                 else:
                     state = VcpuState.RUNNABLE
-                cpu = None if state is VcpuState.OFFLINE else on_cpu
+                cpu = None if state is VcpuState.OFFLINE else view.cpu
                 out.append(
-                    VcpuInfo(d.domid, v.vid, cpu, state, run,
+                    VcpuInfo(d.domid, v.vid, cpu, state, view.run_ns,
                              frozenset(cpus_of(v.hard)), frozenset(cpus_of(v.soft)))
                 )
         return out

@@ -18,6 +18,7 @@ import random
 from collections.abc import Mapping, Sequence
 
 from agent.sim.accounting import Accounting, VcpuAccounting
+from agent.sim.core import VcpuView
 from agent.sim.objects import Domain, Pool, Topo, Vcpu
 from agent.sim.spec import Bursty, CpuBound, Idle, IoLike, Workload
 
@@ -120,8 +121,8 @@ class NativeCore:
         v.set_masks(hard, soft, v.dom.pool.cpus)
         self._host.set_affinity(self._handle[v], hard, soft)
 
-    def vcpu_view(self, v: Vcpu) -> tuple[int, bool, int, int]:
-        return self._host.vcpu_view(self._handle[v])
+    def vcpu_view(self, v: Vcpu) -> VcpuView:
+        return VcpuView(*self._host.vcpu_view(self._handle[v]))
 
     def run_until(self, until_ns: int) -> None:
         self._host.run_until(until_ns)
